@@ -1,0 +1,12 @@
+"""The `splitter` command: a thin face over the library.
+
+Each subcommand lives in its own module and registers itself on :data:`app`; importing
+the module is what makes the command appear in ``splitter --help``.
+"""
+
+from __future__ import annotations
+
+from splitter.cli.app import app, main
+from splitter.cli import slice_cmd  # noqa: F401  (registers `slice`)
+
+__all__ = ["app", "main"]

@@ -1,0 +1,55 @@
+"""The Typer application and the one place that turns a SplitterError into exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from splitter import __version__
+from splitter.errors import SplitterError
+
+# TensorFlow's C++ logging drowns the CLI's own output; users can raise it again.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+app = typer.Typer(
+    name="splitter",
+    help="Run a trained Keras model split layer by layer across several machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"splitter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run a trained Keras model split layer by layer across several machines."""
+
+
+def fail(error: SplitterError) -> None:
+    """Print one line naming cause and fix, then exit with the error's code."""
+    err_console.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SplitterError as error:  # raised outside a command body (e.g. in a callback)
+        err_console.print(f"error: {error.message}")
+        sys.exit(error.exit_code)
