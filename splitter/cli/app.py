@@ -40,6 +40,28 @@ def _root(
     """Run a trained Keras model split layer by layer across several machines."""
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up banner sent to /dev/null.
+
+    The banner (oneDNN, absl) ignores TF_CPP_MIN_LOG_LEVEL in TF 2.21 and would bury the
+    CLI's own output; Python exceptions from the import still surface normally.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+
+            keras.ops.convert_to_tensor([0.0])  # first op loads the remaining kernels
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def fail(error: SplitterError) -> None:
     """Print one line naming cause and fix, then exit with the error's code."""
     err_console.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)

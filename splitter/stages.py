@@ -1,0 +1,108 @@
+"""Re-cut a contiguous range of slices as ONE model, and convert it for LiteRT.
+
+A deployed stage must not pay per-slice overhead, so the range's slices are joined into
+a single flat Keras model (same weights, dict inputs and outputs named by tensor), which
+is then converted to a builtins-only ``.tflite`` where the ops allow it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from splitter.errors import SplitterError
+from splitter.manifest import Manifest, read_manifest
+
+
+def load_slice(manifest: Manifest, index: int, *, unsafe: bool = False) -> Any:
+    """Load slice ``index`` with Keras safe mode (off only for sets sliced with --unsafe)."""
+    import keras
+
+    if unsafe and not manifest.data["source"]["unsafe"]:
+        unsafe = False  # never relax safety for a set that did not need it
+    if manifest.data["source"]["unsafe"] and not unsafe:
+        raise SplitterError(
+            f"slice set '{manifest.directory}' was made with --unsafe (it holds Python code)",
+            "pass unsafe=True / --unsafe if you trust it",
+        )
+    return keras.saving.load_model(manifest.slice_path(index), compile=False, safe_mode=not unsafe)
+
+
+def build_stage_model(
+    slice_dir: Path | str | Manifest, start: int, stop: int, *, unsafe: bool = False
+) -> Any:
+    """One flat Keras model for slices ``[start, stop)``: takes cuts[start], gives cuts[stop].
+
+    Inputs and outputs are dicts keyed by tensor name, in the manifest's order.
+    """
+    import keras
+
+    from splitter import keras_graph as kg
+
+    manifest = slice_dir if isinstance(slice_dir, Manifest) else read_manifest(slice_dir)
+    manifest.check_range(start, stop)
+    inputs = {
+        spec["name"]: keras.Input(
+            batch_shape=tuple(spec["shape"]), dtype=spec["dtype"], name=spec["name"]
+        )
+        for spec in manifest.cut_tensors(start)
+    }
+    values: dict[str, Any] = dict(inputs)
+    for index in range(start, stop):
+        values.update(kg.call_inlined(load_slice(manifest, index, unsafe=unsafe), values))
+    outputs = {spec["name"]: values[spec["name"]] for spec in manifest.cut_tensors(stop)}
+    return keras.Model(inputs, outputs, name=f"stage_{start}_{stop}")
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """Outcome of a LiteRT conversion: the file, or why the stage must run on TensorFlow."""
+
+    ok: bool
+    path: Path | None
+    reason: str | None
+    seconds: float
+    size_bytes: int = 0
+
+    @property
+    def backend(self) -> str:
+        return "litert" if self.ok else "tensorflow"
+
+
+def convert_to_tflite(model: Any, path: Path | str) -> ConversionResult:
+    """Convert with TFLite builtin ops only, so the file runs on plain ``ai-edge-litert``.
+
+    Select-TF ops would convert but fail on the edge interpreter, so they are not allowed;
+    a failure is returned (with its reason) rather than raised, and the caller falls back
+    to the TensorFlow backend.
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    started = time.perf_counter()
+    try:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        content = converter.convert()
+    except Exception as error:  # the converter raises many types; all mean "no LiteRT"
+        reason = str(error).strip().splitlines()
+        return ConversionResult(
+            False,
+            None,
+            (reason[0] if reason else type(error).__name__)[:500],
+            time.perf_counter() - started,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return ConversionResult(True, path, None, time.perf_counter() - started, len(content))
+
+
+def run_tflite(path: Path | str, inputs: dict[str, Any], num_threads: int = 2) -> dict[str, Any]:
+    """Run a converted stage once, feeding inputs by name (signature order is not Keras')."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    runner = interpreter.get_signature_runner()
+    return dict(runner(**inputs))
