@@ -1,0 +1,391 @@
+"""One stage service: receive a request, run the stage model, pass the result downstream.
+
+Data plane: a PULL bound on ``bind`` (CURVE server admitting only the upstream's key), a PUSH
+connected to ``connect`` (the next stage, or the gateway's result port). Both block at their
+high-water marks, so a slow stage back-pressures its upstream instead of growing memory.
+Malformed messages are answered with an error that travels down to the gateway under the
+request's id; errors from upstream are forwarded unchanged. A separate thread answers health
+queries and sends heartbeats, so a busy stage still beats. SIGTERM drains: everything already
+received (or arriving while draining) is computed and sent before the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from splitter_runtime import backends, keys, wire
+from splitter_runtime.config import StageConfig, load_stage
+from splitter_runtime.errors import ConfigError, RuntimeFailure, WireError
+from splitter_runtime.health import Stats
+from splitter_runtime.security import Security
+
+log = logging.getLogger("splitter_runtime.stage")
+QUIET_MS = 200  # while draining: stop once nothing has arrived for this long
+
+
+@dataclass
+class _Item:
+    """A received request (or an error to forward), waiting for the model."""
+
+    id: str
+    received: float
+    tensors: dict[str, np.ndarray] | None = None
+    error: dict[str, str] | None = None
+
+    @property
+    def batch(self) -> int:
+        first = next(iter(self.tensors.values())) if self.tensors else None
+        return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def _bind(sock: zmq.Socket, address: str, what: str) -> None:
+    try:
+        sock.bind(address)
+    except zmq.ZMQError as exc:
+        raise ConfigError(
+            f"cannot bind the {what} socket to {address}: {exc}",
+            "pick a free port in the config, or stop the process that holds it",
+        ) from None
+
+
+class StageServer:
+    """Serves one stage until stopped; ``run()`` returns the process exit code."""
+
+    def __init__(self, cfg: StageConfig, backend: backends.Backend | None = None) -> None:
+        self.cfg = cfg
+        self.stats = Stats()
+        self.backend = backend
+        self._draining = threading.Event()
+        self._health_stop = threading.Event()
+        self._queue: deque[_Item] = deque()
+        self._beat_seq = 0
+        self.ctx = zmq.Context()
+        sec = cfg.security
+        keypair = keys.load_pair(sec.secret_key) if sec.curve and sec.secret_key else None
+        self.security = Security(self.ctx, keypair, enabled=sec.curve)
+        self._health_ready = threading.Event()
+        self._health_error: BaseException | None = None
+        self._health = threading.Thread(target=self._health_loop, name="health", daemon=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        """Begin draining (SIGTERM/SIGINT handler)."""
+        if not self._draining.is_set():
+            log.info("stage %s: draining (%d queued)", self.cfg.name, len(self._queue))
+        self._draining.set()
+
+    def run(self) -> int:
+        cfg = self.cfg
+        try:
+            self._health.start()
+            self._health_ready.wait(10)
+            if self._health_error is not None:
+                raise self._health_error
+            if self.backend is None:
+                self.stats.state = "loading"
+                backends.verify_model(cfg.model_file, cfg.model_sha256)
+                self.backend = backends.load(cfg.backend, cfg.model_file, cfg.num_threads)
+                self._warm_up()
+            self._serve()
+            return 0
+        finally:
+            self.stats.state = "stopped"
+            self._health_stop.set()
+            self._health.join(5)
+            self.security.close()
+            self.ctx.term()
+
+    def _warm_up(self) -> None:
+        """Run once on zeros so the first real request does not pay for allocation."""
+        dummy = {
+            s.name: np.zeros([1 if d is None else d for d in s.shape], dtype=s.dtype)
+            for s in self.cfg.inputs
+        }
+        out = self.backend.run(dummy)
+        want = {s.name for s in self.cfg.outputs}
+        if set(out) != want:
+            raise ConfigError(
+                f"the model's outputs {sorted(out)} are not the config's outputs {sorted(want)}",
+                "regenerate the stage config from the same stage model",
+            )
+
+    # -- data plane ------------------------------------------------------------------------
+    def _serve(self) -> None:
+        cfg, lim = self.cfg, self.cfg.limits
+        sec = self.security
+        pull = self.ctx.socket(zmq.PULL)
+        pull.rcvhwm = lim.hwm
+        pull.maxmsgsize = lim.max_message_bytes
+        pull.linger = 0
+        pull.heartbeat_ivl, pull.heartbeat_timeout = 1000, 3000
+        sec.serve(pull, "data", [keys.load_public(p) for p in cfg.security.allow_upstream])
+        _bind(pull, cfg.bind, "data")
+        push = self.ctx.socket(zmq.PUSH)
+        push.sndhwm = lim.hwm
+        push.immediate = 1  # never queue onto a pipe to a peer that is not connected
+        push.linger = lim.send_timeout_ms
+        push.heartbeat_ivl, push.heartbeat_timeout = 1000, 3000
+        if cfg.security.curve:
+            sec.connect_to(push, keys.load_public(cfg.security.downstream_key))
+        push.connect(cfg.connect)
+        self._pull, self._push = pull, push
+        self.stats.state = "serving"
+        log.info("stage %s: serving %s -> %s (%s)", cfg.name, cfg.bind, cfg.connect, cfg.backend)
+        drain_deadline: float | None = None
+        last_arrival = time.monotonic()
+        try:
+            while True:
+                if self._draining.is_set() and drain_deadline is None:
+                    self.stats.state = "draining"
+                    drain_deadline = time.monotonic() + lim.drain_timeout_ms / 1000
+                if self._fill(0 if self._queue else 100):
+                    last_arrival = time.monotonic()
+                if self._queue:
+                    self._process()
+                    continue
+                if drain_deadline is not None:
+                    quiet = (time.monotonic() - last_arrival) * 1000 > QUIET_MS
+                    if quiet or time.monotonic() > drain_deadline:
+                        break
+        finally:
+            pull.close()
+            push.close()  # linger lets queued results flush
+        log.info("stage %s: stopped after serving %d", cfg.name, self.stats.served)
+
+    def _fill(self, timeout_ms: int) -> bool:
+        """Move what has arrived into the local queue (bounded by ``max_queue``)."""
+        room = self.cfg.limits.max_queue - len(self._queue)
+        if room <= 0 or not self._pull.poll(timeout_ms):
+            return False
+        got = False
+        for _ in range(room):
+            try:
+                frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            got = True
+            self._accept(frames)
+        self.stats.queue_depth = len(self._queue)
+        return got
+
+    def _accept(self, frames: list[zmq.Frame]) -> None:
+        now = time.perf_counter()
+        try:
+            msg = wire.decode(
+                frames,
+                expect=self.cfg.inputs,
+                max_bytes=self.cfg.limits.max_message_bytes,
+                kinds=frozenset({"data", "error"}),
+            )
+        except WireError as exc:
+            self.stats.count("rejected")
+            log.warning("stage %s: rejected a message: %s", self.cfg.name, exc.message)
+            if exc.req_id is not None:
+                err = {"stage": self.cfg.name, "cause": exc.cause, "fix": exc.fix or ""}
+                self._queue.append(_Item(exc.req_id, now, error=err))
+            else:
+                log.warning("stage %s: ...and it named no request id to answer", self.cfg.name)
+            return
+        if msg.kind == "error":
+            self._queue.append(_Item(msg.id, now, error=msg.error))
+        else:
+            self._queue.append(_Item(msg.id, now, tensors=msg.tensors))
+
+    def _process(self) -> None:
+        first = self._queue.popleft()
+        if first.error is not None:
+            self.stats.count("forwarded_errors")
+            self._send(wire.error_frames(first.id, **_error_args(first.error)), first.id)
+            return
+        items = [first]
+        total = first.batch
+        shape_key = {k: v.shape[1:] for k, v in first.tensors.items()}
+        while self._queue and self._queue[0].tensors is not None:
+            nxt = self._queue[0]
+            if total + nxt.batch > self.cfg.batch_size:
+                break
+            if {k: v.shape[1:] for k, v in nxt.tensors.items()} != shape_key:
+                break
+            items.append(self._queue.popleft())
+            total += nxt.batch
+        self.stats.queue_depth = len(self._queue)
+        t0 = time.perf_counter()
+        try:
+            if len(items) == 1:
+                inputs = first.tensors
+            else:
+                inputs = {k: np.concatenate([it.tensors[k] for it in items]) for k in shape_key}
+            outputs = self.backend.run(inputs)
+            self._check_outputs(outputs, total)
+        except Exception as exc:  # a model failure fails these requests, not the stage
+            log.exception("stage %s: model failed", self.cfg.name)
+            for it in items:
+                self.stats.count("failed")
+                self._send(
+                    wire.error_frames(
+                        it.id, self.cfg.name, f"model failed: {exc}", "see the stage's log"
+                    ),
+                    it.id,
+                )
+            return
+        compute_ms = (time.perf_counter() - t0) * 1000
+        offset = 0
+        for it in items:
+            part = outputs
+            if len(items) > 1:
+                part = {k: v[offset : offset + it.batch] for k, v in outputs.items()}
+                offset += it.batch
+            if self._send(wire.encode("data", it.id, part), it.id):
+                done = time.perf_counter()
+                self.stats.record(1, (done - it.received) * 1000, compute_ms)
+
+    def _check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:
+        names = {s.name for s in self.cfg.outputs}
+        if set(outputs) != names:
+            raise RuntimeFailure(f"model returned {sorted(outputs)}, config says {sorted(names)}")
+        for s in self.cfg.outputs:
+            if outputs[s.name].dtype.name != s.dtype:
+                outputs[s.name] = outputs[s.name].astype(s.dtype)
+            if outputs[s.name].shape[:1] != (batch,):
+                raise RuntimeFailure(f"output {s.name} has batch {outputs[s.name].shape[:1]}")
+
+    def _send(self, frames: list[Any], req_id: str) -> bool:
+        """Send downstream, waiting (bounded) while the downstream is full or absent."""
+        deadline = time.monotonic() + self.cfg.limits.send_timeout_ms / 1000
+        while True:
+            try:
+                self._push.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                if time.monotonic() > deadline:
+                    self.stats.count("failed")
+                    log.error(
+                        "stage %s: downstream %s took nothing for %d ms; request %s is lost here"
+                        " (the gateway fails it on its deadline or when it sees this stage's"
+                        " heartbeat report)",
+                        self.cfg.name,
+                        self.cfg.connect,
+                        self.cfg.limits.send_timeout_ms,
+                        req_id,
+                    )
+                    return False
+                self._push.poll(50, zmq.POLLOUT)
+
+    # -- health ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return self.stats.snapshot(
+            stage=self.cfg.name,
+            backend=self.cfg.backend,
+            model_sha256=self.cfg.model_sha256,
+            num_threads=self.cfg.num_threads,
+            batch_size=self.cfg.batch_size,
+            auth_denied=self.security.denied,
+        )
+
+    def _health_loop(self) -> None:
+        cfg = self.cfg
+        try:
+            router = self.ctx.socket(zmq.ROUTER)
+            router.router_mandatory = 1
+            router.linger = 0
+            self.security.serve(
+                router, "health", [keys.load_public(p) for p in cfg.security.allow_health]
+            )
+            _bind(router, cfg.health_bind, "health")
+            pub = None
+            if cfg.heartbeat_connect:
+                pub = self.ctx.socket(zmq.PUB)
+                pub.sndhwm = 4
+                pub.linger = 500
+                if cfg.security.curve:
+                    self.security.connect_to(pub, keys.load_public(cfg.security.heartbeat_key))
+                pub.connect(cfg.heartbeat_connect)
+        except BaseException as exc:
+            self._health_error = exc
+            self._health_ready.set()
+            return
+        self._health_ready.set()
+        interval = cfg.heartbeat_interval_ms / 1000
+        next_beat = time.monotonic()
+        while not self._health_stop.is_set():
+            if router.poll(min(50, cfg.heartbeat_interval_ms)):
+                self._answer(router)
+            if pub is not None and time.monotonic() >= next_beat:
+                self._beat(pub)
+                next_beat = time.monotonic() + interval
+        if pub is not None:
+            self._beat(pub)  # a last beat saying "stopped": a clean exit, not a crash
+            pub.close()
+        router.close()
+
+    def _beat(self, pub: zmq.Socket) -> None:
+        self._beat_seq += 1
+        beat = {"v": 1, "stage": self.cfg.name, "seq": self._beat_seq, "status": self.status()}
+        with contextlib.suppress(zmq.Again):  # a missed beat is what the watcher measures
+            pub.send(json.dumps(beat).encode(), zmq.NOBLOCK)
+
+    def _answer(self, router: zmq.Socket) -> None:
+        frames = router.recv_multipart()
+        ident, payload = frames[0], frames[-1]
+        try:
+            req = json.loads(payload) if len(payload) < 4096 else None
+            op = req.get("op") if isinstance(req, dict) else None
+        except ValueError:
+            op = None
+        if op == "status":
+            reply: dict[str, Any] = self.status()
+        else:
+            self.stats.count("rejected")
+            reply = {"error": "unknown health request", "fix": 'send {"op": "status"}'}
+        with contextlib.suppress(zmq.ZMQError):  # the asker left; nothing to answer
+            router.send_multipart([ident, json.dumps(reply).encode()], zmq.NOBLOCK)
+
+
+def _error_args(err: dict[str, str]) -> dict[str, str]:
+    return {
+        "stage": str(err.get("stage", "")),
+        "cause": str(err.get("cause", "")),
+        "fix": str(err.get("fix", "")),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``splitter-stage --config stage.yaml``: serve one stage until SIGTERM."""
+    ap = argparse.ArgumentParser(prog="splitter-stage", description=main.__doc__)
+    ap.add_argument("--config", required=True, help="path of this stage's stage.yaml")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cfg = load_stage(args.config)
+        if cfg.cpus:
+            os.sched_setaffinity(0, cfg.cpus)
+        server = StageServer(cfg)
+        signal.signal(signal.SIGTERM, server.request_stop)
+        signal.signal(signal.SIGINT, server.request_stop)
+        return server.run()
+    except RuntimeFailure as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The wire format: a JSON header frame, then one raw buffer per tensor. Never pickle.
+
+Header: ``{"v": 1, "kind": ..., "id": ..., "tensors": [{"name", "dtype", "shape"}, ...]}``
+plus, by kind, ``error`` ({"cause", "fix", "stage"}) or ``body`` (status/info JSON). Buffers are
+sent and received zero-copy (numpy views onto ZeroMQ frames). Everything a peer sends is
+checked before a byte of it is interpreted: frame count, dtype allowlist, shape, byte length,
+total size, and (when the receiver knows them) the tensor names/dtypes/shapes it expects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from splitter_runtime.errors import WireError
+
+VERSION = 1
+#: Kinds of message. Data plane: data/error. Client <-> gateway: infer/result/error plus
+#: status/info queries and their replies.
+KINDS = frozenset({"data", "error", "infer", "result", "status", "info"})
+#: Only plain little-endian numeric dtypes: never object, never structured, never strings.
+DTYPES: dict[str, np.dtype] = {
+    name: np.dtype(name).newbyteorder("<")
+    for name in (
+        "float16",
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+    )
+}
+MAX_HEADER_BYTES = 64 * 1024
+MAX_TENSORS = 256
+MAX_DIMS = 8
+MAX_DIM = 2**31 - 1
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a stage expects for one tensor; ``None`` in the shape means any size (the batch)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+
+
+@dataclass
+class Message:
+    """A decoded message: tensors are read-only numpy views onto the received frames."""
+
+    kind: str
+    id: str
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    body: Any = None
+    header: dict[str, Any] = field(default_factory=dict)
+    frames: list[Any] = field(default_factory=list)  # the raw tensor frames, for forwarding
+
+
+def _buffer(frame: Any) -> memoryview:
+    if isinstance(frame, zmq.Frame):
+        return frame.buffer
+    return memoryview(frame)
+
+
+def header_bytes(
+    kind: str,
+    req_id: str,
+    specs: Sequence[Mapping[str, Any]] = (),
+    *,
+    error: Mapping[str, str] | None = None,
+    body: Any = None,
+    **extra: Any,
+) -> bytes:
+    """Serialise one header (used directly when forwarding frames without re-encoding them)."""
+    hdr: dict[str, Any] = {"v": VERSION, "kind": kind, "id": req_id, "tensors": list(specs)}
+    if error is not None:
+        hdr["error"] = dict(error)
+    if body is not None:
+        hdr["body"] = body
+    hdr.update(extra)
+    return json.dumps(hdr, separators=(",", ":")).encode()
+
+
+def encode(
+    kind: str,
+    req_id: str,
+    tensors: Mapping[str, np.ndarray] | None = None,
+    *,
+    error: Mapping[str, str] | None = None,
+    body: Any = None,
+    **extra: Any,
+) -> list[Any]:
+    """Frames for ``send_multipart(frames, copy=False)``: the header, then one buffer per tensor."""
+    specs: list[dict[str, Any]] = []
+    bufs: list[Any] = []
+    for name, value in (tensors or {}).items():
+        arr = np.asarray(value)
+        if arr.dtype.name not in DTYPES:
+            raise WireError(
+                f"tensor {name!r} has dtype {arr.dtype}, which the wire does not carry",
+                f"cast it to one of {sorted(DTYPES)}",
+            )
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(DTYPES[arr.dtype.name])
+        arr = np.ascontiguousarray(arr)
+        specs.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
+        bufs.append(arr.reshape(-1).view(np.uint8) if arr.ndim else arr.reshape(1).view(np.uint8))
+    return [header_bytes(kind, req_id, specs, error=error, body=body, **extra), *bufs]
+
+
+def error_frames(req_id: str, stage: str, cause: str, fix: str = "") -> list[bytes]:
+    """An error message for ``req_id``: travels down the pipeline to the gateway and client."""
+    return [header_bytes("error", req_id, error={"stage": stage, "cause": cause, "fix": fix})]
+
+
+def peek_id(frames: Sequence[Any]) -> str | None:
+    """Best effort: the request id of a message that failed to decode (to address the error)."""
+    try:
+        hdr = json.loads(bytes(_buffer(frames[0])[:MAX_HEADER_BYTES]))
+        rid = hdr.get("id") if isinstance(hdr, dict) else None
+        return rid if isinstance(rid, str) and _ID.match(rid) else None
+    except Exception:
+        return None
+
+
+def _fail(cause: str, fix: str, req_id: str | None) -> WireError:
+    return WireError(cause, fix, req_id=req_id)
+
+
+def _check_shape(shape: Any, where: str, rid: str | None) -> tuple[int, ...]:
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+        raise _fail(
+            f"{where}: shape must be a list of at most {MAX_DIMS} ints", "fix the sender", rid
+        )
+    for d in shape:
+        if type(d) is not int or d < 0 or d > MAX_DIM:
+            raise _fail(
+                f"{where}: shape entry {d!r} is not an int in [0, 2^31)", "fix the sender", rid
+            )
+    return tuple(shape)
+
+
+def decode(
+    frames: Sequence[Any],
+    *,
+    expect: Sequence[TensorSpec] | None = None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    kinds: frozenset[str] = KINDS,
+) -> Message:
+    """Check and decode one multipart message; raise :class:`WireError` on anything unexpected.
+
+    ``expect``: the exact tensors the receiver takes (names, dtypes, shapes with ``None`` for
+    any size); all tensors must then share the same batch (first) dimension.
+    """
+    if not frames:
+        raise _fail("empty message", "send a header frame first", None)
+    raw = _buffer(frames[0])
+    if len(raw) > MAX_HEADER_BYTES:
+        raise _fail(
+            f"header is {len(raw)} bytes (limit {MAX_HEADER_BYTES})", "fix the sender", None
+        )
+    try:
+        hdr = json.loads(bytes(raw))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _fail("header is not JSON", "send a JSON header as the first frame", None) from None
+    if not isinstance(hdr, dict):
+        raise _fail("header is not a JSON object", "send {'v': 1, 'kind': ..., 'id': ...}", None)
+    rid = hdr.get("id")
+    if not isinstance(rid, str) or not _ID.match(rid):
+        raise _fail(f"header id {rid!r} is not 1-128 chars of [A-Za-z0-9_.:-]", "fix the id", None)
+    if hdr.get("v") != VERSION:
+        raise _fail(f"wire version {hdr.get('v')!r}, expected {VERSION}", "upgrade the peer", rid)
+    kind = hdr.get("kind")
+    if kind not in kinds:
+        raise _fail(f"message kind {kind!r} not accepted here", f"send one of {sorted(kinds)}", rid)
+    specs = hdr.get("tensors", [])
+    if not isinstance(specs, list) or len(specs) > MAX_TENSORS:
+        raise _fail(f"'tensors' must be a list of at most {MAX_TENSORS}", "fix the sender", rid)
+    if len(frames) != len(specs) + 1:
+        raise _fail(
+            f"header lists {len(specs)} tensors but {len(frames) - 1} buffer frames followed",
+            "send exactly one frame per tensor",
+            rid,
+        )
+    total = len(raw)
+    tensors: dict[str, np.ndarray] = {}
+    for i, (spec, frame) in enumerate(zip(specs, frames[1:], strict=True)):
+        if not isinstance(spec, dict):
+            raise _fail(f"tensor {i}: spec is not an object", "fix the sender", rid)
+        name, dtype = spec.get("name"), spec.get("dtype")
+        if not isinstance(name, str) or not _NAME.match(name) or name in tensors:
+            raise _fail(f"tensor {i}: bad or repeated name {name!r}", "fix the sender", rid)
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise _fail(
+                f"tensor {name}: dtype {dtype!r} not allowed", f"use one of {sorted(DTYPES)}", rid
+            )
+        shape = _check_shape(spec.get("shape"), f"tensor {name}", rid)
+        dt = DTYPES[dtype]
+        nbytes = math.prod(shape) * dt.itemsize
+        buf = _buffer(frame)
+        total += len(buf)
+        if total > max_bytes:
+            raise _fail(f"message exceeds {max_bytes} bytes", "send smaller batches", rid)
+        if len(buf) != nbytes:
+            raise _fail(
+                f"tensor {name}: frame has {len(buf)} bytes, header shape {list(shape)} "
+                f"× {dtype} needs {nbytes}",
+                "send the buffer the header describes",
+                rid,
+            )
+        tensors[name] = np.frombuffer(buf, dtype=dt).reshape(shape)
+    error = hdr.get("error")
+    if kind == "error" and (
+        not isinstance(error, dict) or not all(isinstance(v, str) for v in error.values())
+    ):
+        raise _fail("error message without an 'error' object of strings", "fix the sender", rid)
+    if expect is not None and kind in ("data", "infer", "result"):
+        check_tensors(tensors, expect, rid)
+    return Message(
+        kind=kind,
+        id=rid,
+        tensors=tensors,
+        error=error if kind == "error" else None,
+        body=hdr.get("body"),
+        header=hdr,
+        frames=list(frames[1:]),
+    )
+
+
+def check_tensors(
+    tensors: Mapping[str, np.ndarray], expect: Sequence[TensorSpec], rid: str | None
+) -> None:
+    """The tensors are exactly the expected ones, with matching dtypes, shapes and one batch."""
+    want = {s.name: s for s in expect}
+    if set(tensors) != set(want):
+        missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+        raise _fail(
+            f"tensors do not match the stage's inputs (missing {missing}, unexpected {extra})",
+            f"send exactly {sorted(want)}",
+            rid,
+        )
+    batch: int | None = None
+    for name, arr in tensors.items():
+        spec = want[name]
+        if arr.dtype.name != spec.dtype:
+            raise _fail(
+                f"tensor {name}: dtype {arr.dtype.name}, expected {spec.dtype}",
+                f"cast with .astype('{spec.dtype}')",
+                rid,
+            )
+        ok = arr.ndim == len(spec.shape) and all(
+            w is None or w == d for w, d in zip(spec.shape, arr.shape, strict=False)
+        )
+        if not ok:
+            raise _fail(
+                f"tensor {name}: shape {list(arr.shape)}, expected {list(spec.shape)} "
+                "(null = any size)",
+                "reshape the input (the first dimension is the batch)",
+                rid,
+            )
+        if arr.ndim:
+            if batch is not None and arr.shape[0] != batch:
+                raise _fail("tensors disagree on the batch size", "send one batch size", rid)
+            batch = arr.shape[0]
