@@ -113,7 +113,13 @@ def flatten(model: Any) -> FlatGraph:
     ]
     created: list[Any] = []
     outputs = _inline(graph, fresh_inputs, created)
-    flat_model = keras.Model(fresh_inputs, outputs, name=f"{model.name}_flat")
+    try:
+        flat_model = keras.Model(fresh_inputs, outputs, name=f"{model.name}_flat")
+    except ValueError as error:
+        raise SplitterError(
+            f"model '{model.name}' cannot be flattened: {str(error).splitlines()[0]}",
+            "give every layer a unique name (nested models may reuse their outer names)",
+        ) from error
     nodes = []
     seen: set[int] = set()
     for node in created:
@@ -132,15 +138,23 @@ def _input_name(tensor: Any, index: int) -> str:
     return _sanitize(getattr(operation, "name", None) or f"input_{index}")
 
 
-def _inline(graph: Any, inputs: list[Any], created: list[Any]) -> list[Any]:
-    """Run ``graph``'s nodes on ``inputs`` symbolically; record every node created."""
+def _inline(
+    graph: Any, inputs: list[Any], created: list[Any], shared: dict[str, Any] | None = None
+) -> list[Any]:
+    """Run ``graph``'s nodes on ``inputs`` symbolically; record every node created.
+
+    ``shared`` maps operation names to the object to call: slices loaded from separate
+    files hold separate copies of a shared layer, and a stage must hold it once.
+    """
     tensor_map: dict[int, Any] = {id(t): x for t, x in zip(graph.inputs, inputs, strict=True)}
     for node in _nodes_in_order(graph):
         args, kwargs = node.arguments.fill_in(tensor_map)
         operation = node.operation
+        if shared is not None:
+            operation = shared.setdefault(operation.name, operation)
         if _is_nested_model(operation):
             inner = _graph_of(operation)
-            results = _inline(inner, tree.flatten(args[0] if args else kwargs), created)
+            results = _inline(inner, tree.flatten(args[0] if args else kwargs), created, shared)
         else:
             produced = operation(*args, **kwargs)
             results = tree.flatten(produced)
@@ -244,7 +258,9 @@ def build_submodel(flat: FlatGraph, start: int, stop: int, cuts: list[list[Any]]
     return keras.Model(new_inputs, outputs, name=f"slice_{start}_{stop}")
 
 
-def call_inlined(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+def call_inlined(
+    model: Any, inputs: dict[str, Any], shared: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Apply a dict-in, dict-out model to symbolic ``inputs`` by re-calling its operations.
 
     Used to join loaded slices into one stage model: the stage gets the slices' layers
@@ -264,7 +280,7 @@ def call_inlined(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
             f"slice '{model.name}' needs tensors {missing} that earlier slices do not provide",
             "re-run `splitter slice` to regenerate the slice set",
         )
-    results = _inline(graph, [inputs[key] for key in in_keys], [])
+    results = _inline(graph, [inputs[key] for key in in_keys], [], shared)
     return dict(zip(out_keys, results, strict=True))
 
 

@@ -20,7 +20,7 @@ from splitter.errors import SplitterError
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """The packaged schema ``splitter/schemas/<name>.schema.json``."""
-    text = resources.files("splitter.schemas").joinpath(f"{name}.schema.json").read_text()
+    text = resources.files("splitter").joinpath("schemas", f"{name}.schema.json").read_text()
     return json.loads(text)
 
 

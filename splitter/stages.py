@@ -7,6 +7,7 @@ is then converted to a builtins-only ``.tflite`` where the ops allow it.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,10 @@ def build_stage_model(
         for spec in manifest.cut_tensors(start)
     }
     values: dict[str, Any] = dict(inputs)
+    shared: dict[str, Any] = {}  # one object per layer name, so shared weights are held once
     for index in range(start, stop):
-        values.update(kg.call_inlined(load_slice(manifest, index, unsafe=unsafe), values))
+        sliced = load_slice(manifest, index, unsafe=unsafe)
+        values.update(kg.call_inlined(sliced, values, shared))
     outputs = {spec["name"]: values[spec["name"]] for spec in manifest.cut_tensors(stop)}
     return keras.Model(inputs, outputs, name=f"stage_{start}_{stop}")
 
@@ -83,9 +86,13 @@ def convert_to_tflite(model: Any, path: Path | str) -> ConversionResult:
     path = Path(path)
     started = time.perf_counter()
     try:
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        content = converter.convert()
+        # Through a SavedModel: its signature keeps the dict input names (and works for
+        # models that the legacy ``from_keras_model`` path cannot trace).
+        with tempfile.TemporaryDirectory(prefix="splitter-export-") as saved:
+            model.export(saved, format="tf_saved_model", verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            content = converter.convert()
     except Exception as error:  # the converter raises many types; all mean "no LiteRT"
         reason = str(error).strip().splitlines()
         return ConversionResult(
