@@ -1,0 +1,395 @@
+"""Exact placement: best-first (A*) label search with "each device at most once".
+
+A label is a partial plan: its stages end at cut ``k`` on device ``d``, having used the device
+set ``mask``, at cost ``g = (latency, bottleneck)``. Its key adds the relaxation's cost-to-go
+(relaxation.py), which never overestimates, so the first complete plan popped is optimal.
+
+Latency: lexicographic (latency, bottleneck). Throughput: the smallest bottleneck θ* is found
+by probing "is there a plan whose every link and stage takes <= θ?" (the latency search on the
+graph cut down to such steps: bisection, then "strictly below the best found" until that is
+proven impossible); the answer is the lowest-latency plan at θ*.
+
+What keeps it fast: a label is dropped when another at the same (k, d) costs no more and used a
+subset of its devices (whatever completes one completes the other as cheaply); a child is
+dropped when even the relaxation needs more stages than remain; children are generated
+lazily in key order (partial expansion); a greedy dive and the baselines give an early
+incumbent that prunes everything costlier.
+
+A time budget stops the search: the answer is then the best plan found, with a proven lower
+bound (smallest open key, or the largest θ proven infeasible), so a gap is stated, never hidden.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+from itertools import count
+
+import numpy as np
+
+from splitter.planning.problem import Problem, Stage, evaluate
+from splitter.planning.relaxation import Bounds, coverage, relaxed_bounds
+
+OBJECTIVES = ("latency", "throughput")
+DIVE_NODES = 3000
+
+
+@dataclass
+class SearchResult:
+    """The best plan found and how sure we are of it."""
+
+    objective: str
+    stages: list[Stage] | None  # None: no valid plan (proven when ``optimal``-style exhausted)
+    latency_ms: float
+    bottleneck_ms: float
+    optimal: bool  # proven optimal (or, with stages None, proven infeasible)
+    lower_bound: float  # proven: no valid plan has a smaller objective
+    budget_hit: bool
+    expansions: int
+    wall_s: float
+    relaxed_bound: float  # the relaxation alone (devices reusable)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def objective_value(self) -> float:
+        return self.latency_ms if self.objective == "latency" else self.bottleneck_ms
+
+    @property
+    def gap(self) -> float:
+        return max(0.0, self.objective_value - self.lower_bound) if self.stages else np.inf
+
+
+@dataclass
+class _Label:
+    k: int
+    d: int
+    mask: int
+    stages_used: int
+    g_lat: float
+    g_bot: float
+    parent: _Label | None
+    stage: Stage | None
+    alive: bool = True
+
+
+@dataclass
+class _Expansion:
+    """A label's children, sorted by key, handed out one at a time."""
+
+    parent: _Label
+    e: np.ndarray
+    b: np.ndarray
+    k0: np.ndarray
+    k1: np.ndarray
+    g_lat: np.ndarray
+    g_bot: np.ndarray
+    cursor: int = 0
+
+    def child(self, i: int) -> _Label:
+        e, b, p = int(self.e[i]), int(self.b[i]), self.parent
+        return _Label(
+            b, e, p.mask | (1 << e), p.stages_used + 1, float(self.g_lat[i]),
+            float(self.g_bot[i]), p, (e, p.k, b),
+        )  # fmt: skip
+
+
+def _key(obj: int, lat: float, bot: float) -> tuple[float, float]:
+    return (lat, bot) if obj == 0 else (bot, lat)
+
+
+def _dominates(obj: int, a: _Label, b: _Label) -> bool:
+    """True when every completion of ``b`` is matched at no higher cost by ``a``."""
+    if a.mask & ~b.mask:
+        return False
+    if obj == 0:  # latency first: a strictly smaller sum wins whatever the bottleneck
+        return a.g_lat < b.g_lat or (a.g_lat == b.g_lat and a.g_bot <= b.g_bot)
+    return a.g_bot <= b.g_bot and a.g_lat <= b.g_lat
+
+
+def _stages_of(label: _Label) -> list[Stage]:
+    out: list[Stage] = []
+    node: _Label | None = label
+    while node is not None and node.stage is not None:
+        out.append(node.stage)
+        node = node.parent
+    return out[::-1]
+
+
+def _final_key(problem: Problem, obj: int, label: _Label, theta: float) -> tuple[float, float]:
+    out = float(problem.transfer_out[label.d])
+    if out > theta:
+        return (np.inf, np.inf)
+    return _key(obj, label.g_lat + out, max(label.g_bot, out))
+
+
+def _expand(
+    problem: Problem,
+    bounds: Bounds,
+    obj: int,
+    label: _Label,
+    cap: float,
+    furthest: bool = False,
+) -> _Expansion | None:
+    """Children of ``label`` whose key's first part is <= ``cap``, cheapest (or furthest) first."""
+    L, D, k, d = problem.n_slices, problem.n_devices, label.k, label.d
+    allowed = [e for e in range(D) if not (label.mask >> e) & 1]
+    if not allowed or label.stages_used >= problem.max_stages:
+        return None
+    E = np.array(allowed)
+    stops = np.arange(k + 1, L + 1)
+    comp = problem.prefix_ms[E, k + 1 :] - problem.prefix_ms[E, k][:, None]
+    tr = problem.transfer_in[E] if d < 0 else problem.transfer[d, E, k]
+    theta = bounds.theta
+    valid = (stops[None, :] <= problem.reach[E, k][:, None]) & (comp <= theta)
+    valid &= (tr <= theta)[:, None]
+    # the relaxation's fewest stages to finish must still fit under the stage limit
+    valid &= (label.stages_used + 1 + bounds.min_stages[k + 1 :] <= problem.max_stages)[None, :]
+    # the devices left after this child must be able to cover the rest (exact pruning)
+    rest = L - stops
+    cover = np.minimum(bounds.cover[E, k + 1 :], rest[None, :])
+    valid &= (cover.sum(axis=0)[None, :] - cover) >= rest[None, :]
+    g_lat = (label.g_lat + tr)[:, None] + comp
+    g_bot = np.maximum(np.maximum(label.g_bot, tr)[:, None], comp)
+    f_lat = g_lat + bounds.latency[k + 1 :, E].T
+    f_bot = np.maximum(g_bot, bounds.bottleneck[k + 1 :, E].T)
+    first, second = (f_lat, f_bot) if obj == 0 else (f_bot, f_lat)
+    rows, cols = np.nonzero(valid & (first <= cap) & np.isfinite(first))
+    if rows.size == 0:
+        return None
+    k0, k1 = first[rows, cols], second[rows, cols]
+    order = np.lexsort((k1, -cols)) if furthest else np.lexsort((k1, k0))
+    rows, cols = rows[order], cols[order]
+    return _Expansion(
+        label, E[rows], cols + k + 1, k0[order], k1[order], g_lat[rows, cols], g_bot[rows, cols]
+    )
+
+
+def _root() -> _Label:
+    return _Label(0, -1, 0, 0, 0.0, 0.0, None, None)
+
+
+def _dive(
+    problem: Problem, bounds: Bounds, obj: int, deadline: float, furthest: bool = False
+) -> list[Stage] | None:
+    """Greedy depth-first: cheapest (or furthest-reaching) child first, backtracking on dead
+    ends, for at most DIVE_NODES children: any valid plan, fast, to prune the exact search."""
+    first = _expand(problem, bounds, obj, _root(), np.inf, furthest)
+    stack = [first] if first else []
+    nodes = 0
+    while stack and nodes < DIVE_NODES and time.perf_counter() < deadline:
+        exp = stack[-1]
+        if exp.cursor >= len(exp.k0):
+            stack.pop()
+            continue
+        child = exp.child(exp.cursor)
+        exp.cursor += 1
+        nodes += 1
+        if child.k == problem.n_slices:
+            if np.isfinite(_final_key(problem, obj, child, bounds.theta)[0]):
+                return _stages_of(child)
+            continue
+        nxt = _expand(problem, bounds, obj, child, np.inf, furthest)
+        if nxt is not None:
+            stack.append(nxt)
+    return None
+
+
+@dataclass
+class _Outcome:
+    key: tuple[float, float]
+    stages: list[Stage] | None
+    exhausted: bool  # the search finished: ``stages`` is optimal (None: no plan exists)
+    open_bound: float  # smallest first key left open (valid lower bound when not exhausted)
+    expansions: int
+
+
+def _best_first(
+    problem: Problem,
+    bounds: Bounds,
+    obj: int,
+    deadline: float,
+    incumbent: tuple[tuple[float, float], list[Stage] | None],
+) -> _Outcome:
+    """A* over labels; returns when the best plan is proven optimal or the deadline passes."""
+    L = problem.n_slices
+    best_key, best_stages = incumbent
+    tie = count()
+    start = _key(obj, bounds.start_latency, bounds.start_bottleneck)
+    heap: list[tuple[float, float, int, object]] = [(*start, next(tie), _root())]
+    labels_at: dict[tuple[int, int], list[_Label]] = {}
+    expansions = 0
+    while heap:
+        if (heap[0][0], heap[0][1]) >= best_key:
+            return _Outcome(best_key, best_stages, True, best_key[0], expansions)
+        if expansions % 32 == 0 and time.perf_counter() > deadline:
+            return _Outcome(best_key, best_stages, False, heap[0][0], expansions)
+        _, _, _, item = heapq.heappop(heap)
+        if isinstance(item, _Label):
+            if not item.alive:
+                continue
+            expansions += 1
+            exp = _expand(problem, bounds, obj, item, best_key[0])
+            if exp is not None:
+                heapq.heappush(heap, (exp.k0[0], exp.k1[0], next(tie), exp))
+            continue
+        exp = item
+        if not exp.parent.alive:
+            continue
+        i = exp.cursor
+        exp.cursor += 1
+        if exp.cursor < len(exp.k0):
+            heapq.heappush(heap, (exp.k0[exp.cursor], exp.k1[exp.cursor], next(tie), exp))
+        if (exp.k0[i], exp.k1[i]) >= best_key:
+            continue
+        child = exp.child(i)
+        if child.k == L:  # complete: add the return link; the key is now the exact cost
+            key = _final_key(problem, obj, child, bounds.theta)
+            if key < best_key:
+                best_key, best_stages = key, _stages_of(child)
+            continue
+        bucket = labels_at.setdefault((child.k, child.d), [])
+        if any(_dominates(obj, other, child) for other in bucket):
+            continue
+        for other in bucket:
+            if _dominates(obj, child, other):
+                other.alive = False
+        bucket[:] = [o for o in bucket if o.alive]
+        bucket.append(child)
+        heapq.heappush(heap, (exp.k0[i], exp.k1[i], next(tie), child))
+    return _Outcome(best_key, best_stages, True, best_key[0], expansions)
+
+
+def _latency(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -> SearchResult:
+    bounds = relaxed_bounds(problem)
+    best: tuple[tuple[float, float], list[Stage] | None] = ((np.inf, np.inf), None)
+    dived = _dive(problem, bounds, 0, deadline)
+    for plan in [*incumbents, *([dived] if dived else [])]:
+        key = _key(0, *evaluate(problem, plan))
+        if key < best[0]:
+            best = (key, list(plan))
+    out = _best_first(problem, bounds, 0, deadline, best)
+    lower = out.key[0] if out.exhausted else max(out.open_bound, bounds.start_latency)
+    return _result("latency", problem, out.stages, out.exhausted, lower, out.expansions, bounds)
+
+
+def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -> SearchResult:
+    """Smallest bottleneck by probing thresholds, then the fastest plan at that bottleneck."""
+    base = relaxed_bounds(problem)
+    lo = max(base.start_bottleneck, _capacity_bound(problem, base))  # proven lower bound
+    plans = [*incumbents]
+    dived = _dive(problem, base, 1, deadline, furthest=True)
+    if dived:
+        plans.append(dived)
+    hi, plan, plan_is_fastest = np.inf, None, False
+    for p in plans:
+        bot = evaluate(problem, p)[1]
+        if bot < hi:
+            hi, plan = bot, list(p)
+    expansions, proven = 0, False
+    if plan is None and np.isfinite(lo):  # nothing yet: any plan at all, via the latency search
+        out = _best_first(problem, base, 0, deadline, ((np.inf, np.inf), None))
+        expansions += out.expansions
+        if out.stages is not None:
+            hi, plan = evaluate(problem, out.stages)[1], out.stages
+        elif out.exhausted:
+            proven = True  # no valid plan exists
+    while plan is not None and not proven and time.perf_counter() < deadline:
+        strict = hi - lo <= 0.02 * hi
+        theta = float(np.nextafter(hi, 0.0)) if strict else (lo + hi) / 2
+        bounds = relaxed_bounds(problem, theta)
+        quick = _dive(problem, bounds, 0, deadline, furthest=True)
+        if quick is not None:
+            found, out = quick, None
+        elif np.isfinite(bounds.start_latency) and _coverable(bounds):
+            out = _best_first(problem, bounds, 0, deadline, ((np.inf, np.inf), None))
+            expansions += out.expansions
+            if not out.exhausted and out.stages is None:
+                break  # budget ran out mid-probe
+            found = out.stages
+        else:
+            found = None  # even with devices reusable nothing is that fast
+        if found is not None:
+            hi, plan = evaluate(problem, found)[1], found
+            plan_is_fastest = out is not None and out.exhausted  # fastest among plans <= theta
+        else:
+            lo = theta
+            proven = strict
+    if proven and plan is not None and not plan_is_fastest:  # θ* known: fastest plan at θ*
+        out = _best_first(
+            problem, relaxed_bounds(problem, hi), 0, deadline, ((np.inf, np.inf), None)
+        )
+        expansions += out.expansions
+        if out.stages is not None and out.exhausted:
+            plan = out.stages
+    lower = hi if proven else lo
+    return _result("throughput", problem, plan, proven, lower, expansions, base)
+
+
+def _capacity_bound(problem: Problem, base: Bounds, steps: int = 40) -> float:
+    """Largest θ (to bisection precision) at which the devices, each taking one stage of at
+    most θ ms, provably cannot cover the model: every plan's bottleneck is above it."""
+    L = problem.n_slices
+    lo, hi = 0.0, float(problem.prefix_ms[:, L].max())
+    if not np.isfinite(hi) or not _coverable(base):
+        return base.start_bottleneck
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if np.minimum(coverage(problem, mid)[:, 0], L).sum() >= L:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def _coverable(bounds: Bounds) -> bool:
+    """Can all devices together cover every slice at all (under the bounds' theta)?"""
+    L = bounds.cover.shape[1] - 1
+    return bool(np.minimum(bounds.cover[:, 0], L).sum() >= L)
+
+
+def _result(
+    objective: str,
+    problem: Problem,
+    stages: list[Stage] | None,
+    proven: bool,
+    lower: float,
+    expansions: int,
+    bounds: Bounds,
+) -> SearchResult:
+    lat, bot = evaluate(problem, stages) if stages else (np.inf, np.inf)
+    value = lat if objective == "latency" else bot
+    relaxed = bounds.start_latency if objective == "latency" else bounds.start_bottleneck
+    return SearchResult(
+        objective=objective,
+        stages=stages,
+        latency_ms=lat,
+        bottleneck_ms=bot,
+        optimal=proven,
+        lower_bound=min(lower, value),
+        budget_hit=not proven,
+        expansions=expansions,
+        wall_s=0.0,
+        relaxed_bound=relaxed,
+    )
+
+
+def exact_search(
+    problem: Problem,
+    objective: str = "latency",
+    budget_s: float = 5.0,
+    incumbents: list[list[Stage]] | None = None,
+) -> SearchResult:
+    """Optimal placement under memory, one stage per device and ``problem.max_stages``.
+
+    ``incumbents`` are valid plans known in advance (e.g. the baselines): they prune the search
+    and are the fallback answer if the budget runs out before anything better is found.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    started = time.perf_counter()
+    deadline = started + budget_s
+    solve = _latency if objective == "latency" else _throughput
+    result = solve(problem, deadline, list(incumbents or []))
+    result.wall_s = time.perf_counter() - started
+    return result
