@@ -7,6 +7,7 @@ the module is what makes the command appear in ``splitter --help``.
 from __future__ import annotations
 
 from splitter.cli.app import app, main
+from splitter.cli import configure_cmd  # noqa: F401  (registers `configure`)
 from splitter.cli import slice_cmd  # noqa: F401  (registers `slice`)
 
 __all__ = ["app", "main"]
