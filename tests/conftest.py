@@ -25,3 +25,46 @@ def model_files(tmp_path_factory: pytest.TempPathFactory):
         return cache[kind]
 
     return get
+
+
+def _can_build_lab() -> str | None:
+    """Why a lab cannot be built here, or None when it can."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    if not Path("/usr/sbin/sshd").exists():
+        return "openssh-server is not installed"
+    if shutil.which("ip") is None:
+        return "iproute2 is not installed"
+    return None
+
+
+@pytest.fixture()
+def require_lab_host() -> None:
+    """Skip (saying why) where a lab cannot be built: not root, no sshd."""
+    reason = _can_build_lab()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """A 3-device lab (256M/0.5 CPU, 512M/1 CPU, 1G/1 CPU), always torn down."""
+    reason = _can_build_lab()
+    if reason:
+        pytest.skip(reason)
+    from splitter.lab import LabSpec, lab_down, lab_up
+
+    spec = LabSpec(
+        name="test",
+        devices=3,
+        memory=(256 << 20, 512 << 20, 1 << 30),
+        cpus=(0.5, 1.0, 1.0),
+        subnet_index=7,
+    )
+    built = lab_up(spec)
+    try:
+        yield built
+    finally:
+        lab_down(spec.name)

@@ -6,8 +6,13 @@ the module is what makes the command appear in ``splitter --help``.
 
 from __future__ import annotations
 
+from splitter.cli import (
+    configure_cmd,  # noqa: F401  (registers `configure`)
+    keys_cmd,  # noqa: F401  (registers `keys`)
+    lab_cmd,  # noqa: F401  (registers `lab`)
+    run_local_cmd,  # noqa: F401  (registers `run-local`)
+    slice_cmd,  # noqa: F401  (registers `slice`)
+)
 from splitter.cli.app import app, main
-from splitter.cli import configure_cmd  # noqa: F401  (registers `configure`)
-from splitter.cli import slice_cmd  # noqa: F401  (registers `slice`)
 
 __all__ = ["app", "main"]

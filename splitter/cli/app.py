@@ -53,7 +53,7 @@ def import_tensorflow_quietly() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
+            import keras
             import tensorflow  # noqa: F401
 
             keras.ops.convert_to_tensor([0.0])  # first op loads the remaining kernels

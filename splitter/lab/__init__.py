@@ -1,0 +1,10 @@
+"""The lab: several test devices on one machine, each reached over real SSH.
+
+A device is a network namespace with its own address on a bridge, its own mount view of
+the install paths, its own hostname, cgroup memory and CPU limits and an sshd. Building
+it needs root; ``splitter lab up/down/status`` and the test fixture drive it.
+"""
+
+from splitter.lab.lab import Lab, LabSpec, lab_down, lab_status, lab_up
+
+__all__ = ["Lab", "LabSpec", "lab_down", "lab_status", "lab_up"]
