@@ -205,11 +205,16 @@ class Client:
         if self._stop.is_set():
             raise RequestFailed("-", "the client is closed", "create a new Client")
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        if not self._slots.acquire(timeout=timeout):
-            raise RequestTimeout("-", f"{timeout:g} s passed with the in-flight window full")
         rid = f"{self._prefix}.{next(_ids)}"
         fut: Future = Future()
-        fut.add_done_callback(lambda _f: self._slots.release())
+        if kind == "infer":  # status/info queries never wait behind a full window
+            if not self._slots.acquire(timeout=timeout):
+                raise RequestTimeout(
+                    rid,
+                    f"{timeout:g} s passed with the in-flight window full",
+                    "raise max_in_flight, or wait for answers before submitting more",
+                )
+            fut.add_done_callback(lambda _f: self._slots.release())
         p = PendingRequest(rid, kind, tensors, timeout, time.monotonic() + timeout, fut)
         frames = wire.encode(kind, rid, tensors, timeout_ms=max(1, int(timeout * 1000)))
         with self._lock:

@@ -125,7 +125,9 @@ class Gateway:
             stop_deadline: float | None = None
             while True:
                 if self._stop.is_set() and stop_deadline is None:
-                    stop_deadline = time.monotonic() + self.cfg.limits.request_timeout_ms / 1000
+                    lim = self.cfg.limits
+                    drain_ms = min(lim.request_timeout_ms, lim.drain_timeout_ms)
+                    stop_deadline = time.monotonic() + drain_ms / 1000
                 if stop_deadline is not None and (
                     not self.inflight or time.monotonic() > stop_deadline
                 ):
@@ -274,6 +276,15 @@ class Gateway:
         hdr = wire.header_bytes("result", p.client_id, msg.header["tensors"])
         self._reply(p.ident, [hdr, *msg.frames])
 
+    def _fail_all(self, stage: str, cause: str) -> None:
+        for gid in list(self.inflight):
+            self._fail(
+                gid,
+                stage,
+                cause,
+                "restart the stage (or re-plan without its device), then resubmit",
+            )
+
     def _fail(self, gid: str, stage: str, cause: str, fix: str, counter: str = "failed") -> None:
         p = self.inflight.pop(gid, None)
         if p is not None:
@@ -290,14 +301,21 @@ class Gateway:
                     log.error(
                         "gateway: stage %s is dead (no heartbeat for %.0f ms)", s.name, silent
                     )
-                    for gid in list(self.inflight):
-                        self._fail(
-                            gid,
-                            s.name,
-                            f"stage {s.name} stopped sending heartbeats {silent:.0f} ms ago "
-                            "(crashed or unreachable) while this request was in the pipeline",
-                            "restart the stage (or re-plan without its device), then resubmit",
-                        )
+                    self._fail_all(
+                        s.name,
+                        f"stage {s.name} stopped sending heartbeats {silent:.0f} ms ago "
+                        "(crashed or unreachable) while this request was in the pipeline",
+                    )
+            elif (
+                s.state == "stopped"
+                and self.inflight
+                and (now - s.since) * 1000 > self.cfg.dead_after_ms
+            ):
+                # A clean stop drains what the stage had received; whatever is still unanswered
+                # a grace period later was stranded upstream of it and will never come back.
+                self._fail_all(
+                    s.name, f"stage {s.name} was stopped while this request was in the pipeline"
+                )
         expired = [gid for gid, p in self.inflight.items() if p.deadline < now]
         for gid in expired:
             self._fail(

@@ -235,26 +235,36 @@ class LocalPipeline:
         self.procs[name].send_signal(sig)
 
     def stop(self, timeout_s: float = 15.0) -> dict[str, int | None]:
-        """SIGTERM stages in pipeline order (each drains into the next), then the gateway."""
-        order = [s.name for s in self.stages if s.name in self.procs]
-        if "gateway" in self.procs:
-            order.append("gateway")
+        """Drain and stop: the gateway first (it stops admitting and waits for what is in
+        flight), then every stage (each finishes what it holds). Returns exit codes."""
         codes: dict[str, int | None] = {}
-        for name in order:
-            proc = self.procs[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            codes[name] = proc.returncode
+        gateway = self.procs.get("gateway")
+        if gateway is not None:
+            codes["gateway"] = self._terminate(gateway, timeout_s)
+        # Nothing is in flight once the gateway has drained: stop the stages together, each
+        # still finishing whatever it holds.
+        stages = [s.name for s in self.stages if s.name in self.procs]
+        for name in stages:
+            if self.procs[name].poll() is None:
+                self.procs[name].send_signal(signal.SIGTERM)
+        for name in stages:
+            codes[name] = self._terminate(self.procs[name], timeout_s)
         for f in self._logs.values():
             f.close()
         self.procs.clear()
         self._logs.clear()
         return codes
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen, timeout_s: float) -> int | None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return proc.returncode
 
     def __enter__(self) -> LocalPipeline:
         self.start()

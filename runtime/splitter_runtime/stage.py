@@ -72,6 +72,7 @@ class StageServer:
         self._draining = threading.Event()
         self._health_stop = threading.Event()
         self._queue: deque[_Item] = deque()
+        self._drain_deadline: float | None = None
         self._beat_seq = 0
         self.ctx = zmq.Context()
         sec = cfg.security
@@ -137,7 +138,7 @@ class StageServer:
         push = self.ctx.socket(zmq.PUSH)
         push.sndhwm = lim.hwm
         push.immediate = 1  # never queue onto a pipe to a peer that is not connected
-        push.linger = lim.send_timeout_ms
+        push.linger = min(lim.send_timeout_ms, lim.drain_timeout_ms)
         push.heartbeat_ivl, push.heartbeat_timeout = 1000, 3000
         if cfg.security.curve:
             sec.connect_to(push, keys.load_public(cfg.security.downstream_key))
@@ -145,21 +146,21 @@ class StageServer:
         self._pull, self._push = pull, push
         self.stats.state = "serving"
         log.info("stage %s: serving %s -> %s (%s)", cfg.name, cfg.bind, cfg.connect, cfg.backend)
-        drain_deadline: float | None = None
+        self._drain_deadline: float | None = None
         last_arrival = time.monotonic()
         try:
             while True:
-                if self._draining.is_set() and drain_deadline is None:
+                if self._draining.is_set() and self._drain_deadline is None:
                     self.stats.state = "draining"
-                    drain_deadline = time.monotonic() + lim.drain_timeout_ms / 1000
+                    self._drain_deadline = time.monotonic() + lim.drain_timeout_ms / 1000
                 if self._fill(0 if self._queue else 100):
                     last_arrival = time.monotonic()
                 if self._queue:
                     self._process()
                     continue
-                if drain_deadline is not None:
+                if self._drain_deadline is not None:
                     quiet = (time.monotonic() - last_arrival) * 1000 > QUIET_MS
-                    if quiet or time.monotonic() > drain_deadline:
+                    if quiet or time.monotonic() > self._drain_deadline:
                         break
         finally:
             pull.close()
@@ -266,6 +267,8 @@ class StageServer:
     def _send(self, frames: list[Any], req_id: str) -> bool:
         """Send downstream, waiting (bounded) while the downstream is full or absent."""
         deadline = time.monotonic() + self.cfg.limits.send_timeout_ms / 1000
+        if self._drain_deadline is not None:  # draining: never wait past the drain limit
+            deadline = min(deadline, self._drain_deadline)
         while True:
             try:
                 self._push.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
@@ -310,7 +313,7 @@ class StageServer:
             if cfg.heartbeat_connect:
                 pub = self.ctx.socket(zmq.PUB)
                 pub.sndhwm = 4
-                pub.linger = 500
+                pub.linger = 100
                 if cfg.security.curve:
                     self.security.connect_to(pub, keys.load_public(cfg.security.heartbeat_key))
                 pub.connect(cfg.heartbeat_connect)

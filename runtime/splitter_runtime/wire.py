@@ -127,7 +127,8 @@ def encode(
             )
         if arr.dtype.byteorder == ">":
             arr = arr.astype(DTYPES[arr.dtype.name])
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)  # (keeps 0-d arrays 0-d only when skipped)
         specs.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
         bufs.append(arr.reshape(-1).view(np.uint8) if arr.ndim else arr.reshape(1).view(np.uint8))
     return [header_bytes(kind, req_id, specs, error=error, body=body, **extra), *bufs]
@@ -196,7 +197,7 @@ def decode(
     if hdr.get("v") != VERSION:
         raise _fail(f"wire version {hdr.get('v')!r}, expected {VERSION}", "upgrade the peer", rid)
     kind = hdr.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         raise _fail(f"message kind {kind!r} not accepted here", f"send one of {sorted(kinds)}", rid)
     specs = hdr.get("tensors", [])
     if not isinstance(specs, list) or len(specs) > MAX_TENSORS:

@@ -1,0 +1,229 @@
+"""A real 3-stage MobileNetV2 pipeline on local processes, over real CURVE-secured sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+from splitter_runtime import keys, wire
+from splitter_runtime.client import Client
+from splitter_runtime.errors import RequestFailed, RequestRefused, RequestTimeout
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def image(batch: int = 1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((batch, 96, 96, 3), dtype=np.float32)
+
+
+def only(out: dict[str, np.ndarray]) -> np.ndarray:
+    (value,) = out.values()
+    return value
+
+
+def wait_for(predicate, timeout_s: float = 30.0, every_s: float = 0.1):
+    """Poll until ``predicate()`` is truthy (bounded); return its value or fail the test."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    pytest.fail(f"condition not met within {timeout_s} s")
+
+
+def test_three_stages_give_the_whole_models_outputs(pipelines, stages3, reference):
+    p = pipelines(stages3)
+    with p.client(timeout_s=30) as c:
+        for batch, seed in ((1, 0), (4, 1)):
+            x = image(batch, seed)
+            got = only(c.predict(x))
+            want = reference(x)
+            assert got.shape == want.shape == (batch, 10)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        # Many in flight at once: each result is matched to its own request id.
+        xs = [image(1, 100 + i) for i in range(24)]
+        futures = [c.submit(x) for x in xs]
+        for x, fut in zip(xs, futures, strict=True):
+            np.testing.assert_allclose(only(fut.result(60)), reference(x), rtol=1e-4, atol=1e-5)
+        assert list(c.map(xs[:3], window=2))[2].keys() == {"predictions__0__0"}
+        status = c.status()
+    assert status["ready"] and status["gateway"]["served"] >= 27
+    assert [s["state"] for s in status["stages"]] == ["up", "up", "up"]
+    health = p.health("s1")
+    for key in ("served", "failed", "latency_p50_ms", "latency_p99_ms", "queue_depth", "rss_bytes"):
+        assert key in health
+    assert health["served"] >= 27 and health["rss_bytes"] > 0
+
+
+def test_bad_input_gets_an_explicit_error_naming_cause_and_fix(pipelines, stages3):
+    p = pipelines(stages3)
+    with p.client(timeout_s=30) as c:
+        name = c.info()["inputs"][0]["name"]
+        fut = c._submit("infer", {name: np.zeros((1, 32, 32, 3), np.float32)}, 10)
+        with pytest.raises(RequestFailed, match=r"shape .* expected") as err:
+            fut.result(30)
+        assert err.value.fix
+        fut = c._submit("infer", {name: np.zeros((1, 96, 96, 3), np.float64)}, 10)
+        with pytest.raises(RequestFailed, match="astype"):
+            fut.result(30)
+        np.testing.assert_equal(only(c.predict(image())).shape, (1, 10))  # still serving
+
+
+def test_malformed_frames_into_a_stage_are_answered_and_it_keeps_serving(pipelines, stages3):
+    p = pipelines(stages3)
+    # Act as s1's legitimate upstream (s0's key), and send damaged messages into s1.
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.curve_publickey, push.curve_secretkey = keys.load_pair(p.key("s0", True))
+    push.curve_serverkey = keys.load_public(p.key("s1"))
+    push.connect(p.data_addresses[1])
+    good = wire.encode(
+        "data",
+        "x1",
+        {t.name: np.zeros([1, *t.shape[1:]], t.dtype) for t in stages3[1].inputs},
+    )
+    bad = [
+        [b"junk"],  # no id: can only be logged
+        [b'{"v":1,"kind":"data","id":"bad-1","tensors":[]}'],  # wrong tensors
+        [good[0], good[1]],  # frame missing
+        [good[0], good[1], b"\x00" * 3],  # wrong byte length
+        [
+            wire.header_bytes("data", "bad-4", [{"name": "x", "dtype": "object", "shape": [1]}]),
+            b"1",
+        ],
+    ]
+    try:
+        for frames in bad:
+            push.send_multipart(frames, copy=False)
+        with p.client(timeout_s=30) as c:
+            late = wait_for(lambda: c.status()["gateway"]["late"] >= 4 and c.status())
+            s1 = next(s for s in late["stages"] if s["name"] == "s1")["status"]
+            assert s1["rejected"] >= 5
+            # Error replies travelled down to the gateway (which had no client for those ids).
+            np.testing.assert_equal(only(c.predict(image())).shape, (1, 10))
+            assert p.health("s1")["state"] == "serving"
+    finally:
+        push.close()
+        ctx.term()
+
+
+def test_a_client_without_an_allowed_key_is_refused(pipelines, stages3, tmp_path):
+    p = pipelines(stages3)
+    keys.generate(tmp_path / "intruder", ["intruder"])
+    with Client(
+        p.client_address,
+        secret_key=tmp_path / "intruder" / "intruder.key_secret",
+        server_key=p.key("gateway"),
+        timeout_s=2.0,
+    ) as intruder:
+        with pytest.raises(RequestRefused, match="refused this client's key"):
+            intruder.predict({"input_layer__0__0": image()})
+        with pytest.raises(RequestTimeout):
+            intruder.status(timeout_s=1.0)  # cannot read anything either
+    with (
+        Client(p.client_address, curve=False, timeout_s=2.0) as plain,
+        pytest.raises(RequestTimeout),
+    ):
+        plain.status(timeout_s=1.0)  # no encryption at all: no answer either
+    with p.client() as c:
+        g = c.status()["gateway"]
+        assert g["auth_denied"] >= 1 and g["served"] == 0
+
+
+def test_a_killed_middle_stage_is_reported_and_in_flight_requests_fail(pipelines, stages3):
+    p = pipelines(stages3, dead_after_ms=3000, limits={"drain_timeout_ms": 2000})
+    with p.client(timeout_s=120, max_in_flight=64) as c:
+        assert only(c.predict(image())).shape == (1, 10)
+        os.kill(p.procs["s1"].pid, signal.SIGSTOP)  # freeze it so requests pile up in flight
+        futures = [c.submit(image(1, i), timeout_s=120) for i in range(20)]
+        wait_for(lambda: c.status()["gateway"]["in_flight"] == 20)
+        p.kill("s1")  # SIGKILL: a crash, no goodbye heartbeat
+        errors = []
+        for fut in futures:  # the timeout is 120 s: an answer now must come from health
+            with pytest.raises(RequestFailed) as err:
+                fut.result(60)
+            errors.append(err.value)
+        assert all(not isinstance(e, RequestTimeout) for e in errors)
+        assert all(e.stage == "s1" and "heartbeats" in e.cause for e in errors)
+        status = c.status()
+        states = {s["name"]: s["state"] for s in status["stages"]}
+        assert states == {"s0": "up", "s1": "dead", "s2": "up"}  # the others keep reporting
+        with pytest.raises(RequestFailed, match="stage s1 is dead"):
+            c.predict(image())
+    assert p.procs["s0"].poll() is None and p.procs["s2"].poll() is None
+
+
+def test_back_pressure_bounds_queues_and_drops_nothing(pipelines, stages3):
+    limits = {"hwm": 2, "max_queue": 2, "max_in_flight": 1000}
+    p = pipelines(stages3, dead_after_ms=60_000, limits=limits)
+    n = 300  # more than the socket buffers between gateway, s0 and s1 can absorb
+    with p.client(timeout_s=120, max_in_flight=n) as c:
+        os.kill(p.procs["s1"].pid, signal.SIGSTOP)  # the middle stage stops taking work
+        try:
+            futures = [c.submit(image(1, i)) for i in range(n)]
+            status = wait_for(lambda: (s := c.status())["gateway"]["waiting"] > 0 and s)
+            # The gateway still answers while full, and holds the excess instead of pushing it.
+            assert status["gateway"]["in_flight"] == n
+            assert status["stages"][0]["status"]["queue_depth"] <= 2  # s0: bounded, not growing
+        finally:
+            os.kill(p.procs["s1"].pid, signal.SIGCONT)
+        results = [only(f.result(120)) for f in futures]
+    assert len(results) == n and all(r.shape == (1, 10) for r in results)
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_cleanly(pipelines, stages3):
+    p = pipelines(stages3)
+    c = p.client(timeout_s=60, max_in_flight=64)
+    try:
+        os.kill(p.procs["s1"].pid, signal.SIGSTOP)  # hold the requests inside the pipeline
+        futures = [c.submit(image(1, i)) for i in range(40)]
+        wait_for(lambda: c.status()["gateway"]["in_flight"] == 40)
+        resume = threading.Timer(0.5, os.kill, (p.procs["s1"].pid, signal.SIGCONT))
+        resume.start()
+        codes = p.stop()  # SIGTERM: gateway (waits for its in-flight requests), then stages
+        resume.join()
+        assert codes == {"gateway": 0, "s0": 0, "s1": 0, "s2": 0}
+        answered = [only(f.result(30)) for f in futures]  # every one answered, none failed
+        assert len(answered) == 40
+    finally:
+        c.close()
+
+
+def test_sigterm_of_one_stage_leaves_no_request_unanswered(pipelines, stages3):
+    p = pipelines(stages3)
+    with p.client(timeout_s=60, max_in_flight=64) as c:
+        futures = [c.submit(image(1, i)) for i in range(40)]
+        p.kill("s0", signal.SIGTERM)
+        assert p.procs["s0"].wait(30) == 0
+        outcomes = []
+        for f in futures:
+            try:
+                f.result(60)
+                outcomes.append("ok")
+            except RequestFailed as err:
+                assert not isinstance(err, RequestTimeout)
+                outcomes.append("failed")
+        assert len(outcomes) == 40  # each ended with a result or an explicit error
+        states = {s["name"]: s["state"] for s in c.status()["stages"]}
+        assert states["s0"] == "stopped" and states["s2"] == "up"
+
+
+def test_a_tensorflow_stage_and_a_litert_stage_agree(pipelines, slice_dir, tmp_path, reference):
+    from splitter.run_local import build_stage_files
+
+    specs = build_stage_files(
+        slice_dir, [(0, 100), (100, 155)], tmp_path / "m", backends=["litert", "tensorflow"]
+    )
+    assert [s.backend for s in specs] == ["litert", "tensorflow"]
+    assert specs[1].model_file.suffix == ".keras"
+    p = pipelines(specs, name="tf")
+    with p.client(timeout_s=60) as c:
+        x = image(2, 7)
+        np.testing.assert_allclose(only(c.predict(x)), reference(x), rtol=1e-4, atol=1e-5)
