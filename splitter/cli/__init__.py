@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from splitter.cli import (
     configure_cmd,  # noqa: F401  (registers `configure`)
+    facts_cmd,  # noqa: F401  (registers `facts`)
     keys_cmd,  # noqa: F401  (registers `keys`)
     lab_cmd,  # noqa: F401  (registers `lab`)
     run_local_cmd,  # noqa: F401  (registers `run-local`)

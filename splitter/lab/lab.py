@@ -305,7 +305,9 @@ def _start_sshd(lab: Lab, device: Device) -> None:
     cgroup = DeviceCgroup(device.cgroup, lab.cgroup_version)
     log = open(Path(device.directory) / "sshd.log", "ab")  # noqa: SIM115 (owned by the child)
     process = subprocess.Popen(
-        ["ip", "netns", "exec", device.namespace, "unshare", "--mount", "--uts",
+        # nsenter, not `ip netns exec`: the latter remounts /sys, which would hide the
+        # device's own cgroup from the facts module.
+        ["nsenter", f"--net=/run/netns/{device.namespace}", "unshare", "--mount", "--uts",
          "--propagation", "private", "sh", "-c", script],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         preexec_fn=lambda: cgroup.join(os.getpid()),
