@@ -81,29 +81,49 @@ def convert_to_tflite(model: Any, path: Path | str) -> ConversionResult:
     a failure is returned (with its reason) rather than raised, and the caller falls back
     to the TensorFlow backend.
     """
-    import tensorflow as tf
-
     path = Path(path)
     started = time.perf_counter()
-    try:
-        # Through a SavedModel: its signature keeps the dict input names (and works for
-        # models that the legacy ``from_keras_model`` path cannot trace).
-        with tempfile.TemporaryDirectory(prefix="splitter-export-") as saved:
-            model.export(saved, format="tf_saved_model", verbose=False)
-            converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            content = converter.convert()
-    except Exception as error:  # the converter raises many types; all mean "no LiteRT"
-        reason = str(error).strip().splitlines()
-        return ConversionResult(
-            False,
-            None,
-            (reason[0] if reason else type(error).__name__)[:500],
-            time.perf_counter() - started,
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return ConversionResult(True, path, None, time.perf_counter() - started, len(content))
+    errors = []
+    for convert in (_convert_traced, _convert_exported):
+        try:
+            content = convert(model)
+        except Exception as error:  # the converter raises many types; all mean "not this way"
+            lines = str(error).strip().splitlines()
+            errors.append((lines[0] if lines else type(error).__name__)[:500])
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return ConversionResult(True, path, None, time.perf_counter() - started, len(content))
+    return ConversionResult(False, None, errors[-1], time.perf_counter() - started)
+
+
+def _converter_for(source: Any) -> Any:
+    import tensorflow as tf
+
+    converter = source
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _convert_traced(model: Any) -> bytes:
+    """Fast path: trace the model with a dict signature named by tensor (no disk round trip)."""
+    import tensorflow as tf
+
+    specs = {t.name: tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs}
+    function = tf.function(lambda inputs: model(inputs, training=False), input_signature=[specs])
+    concrete = function.get_concrete_function()
+    return _converter_for(
+        tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    ).convert()
+
+
+def _convert_exported(model: Any) -> bytes:
+    """Fallback: through a SavedModel export, which handles what tracing cannot."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="splitter-export-") as saved:
+        model.export(saved, format="tf_saved_model", verbose=False)
+        return _converter_for(tf.lite.TFLiteConverter.from_saved_model(saved)).convert()
 
 
 def run_tflite(path: Path | str, inputs: dict[str, Any], num_threads: int = 2) -> dict[str, Any]:

@@ -107,6 +107,11 @@ ansible_facts:
         systemd:
           description: Whether systemd is the running init system.
           type: bool
+        controller_address:
+          description: >-
+            The controller's address as this device sees it (from the SSH connection);
+            127.0.0.1 for a local connection.
+          type: str
 """
 
 import os
@@ -288,6 +293,7 @@ def gather(module):
             "executable": sys.executable,
         },
         "systemd": os.path.isdir("/run/systemd/system"),
+        "controller_address": (os.environ.get("SSH_CLIENT") or "127.0.0.1").split()[0],
     }
 
 
