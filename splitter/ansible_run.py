@@ -68,7 +68,7 @@ def check_inventory(inventory: Path | str) -> Path:
 
 def run_playbook(
     playbook: str,
-    inventory: Path | str,
+    inventory: Path | str | list[Path | str],
     extravars: dict[str, Any] | None = None,
     *,
     on_event: EventHandler | None = None,
@@ -79,7 +79,8 @@ def run_playbook(
     import ansible_runner
 
     root = collection_root()
-    inventory = check_inventory(inventory)
+    sources = inventory if isinstance(inventory, list) else [inventory]
+    inventories = [str(check_inventory(source)) for source in sources]
     hosts: dict[str, HostOutcome] = {}
 
     def handle(event: dict[str, Any]) -> bool:
@@ -97,7 +98,7 @@ def run_playbook(
             private_data_dir=str(private),
             project_dir=str(root),
             playbook=str(root / "playbooks" / f"{playbook}.yml"),
-            inventory=str(inventory),
+            inventory=inventories if len(inventories) > 1 else inventories[0],
             extravars=extravars or {},
             envvars={
                 "ANSIBLE_CONFIG": str(root / "ansible.cfg"),

@@ -264,9 +264,9 @@ def main():
     if params["state"] == "stopped":
         if module.check_mode:
             module.exit_json(changed=True)
-        with contextlib.suppress(OSError):
-            with socket.create_connection((params["address"], params["port"]), timeout=5) as c:
-                c.sendall(QUIT)
+        address = (params["address"], params["port"])
+        with contextlib.suppress(OSError), socket.create_connection(address, timeout=5) as conn:
+            conn.sendall(QUIT)
         module.exit_json(changed=True)
     links = []
     if not module.check_mode:

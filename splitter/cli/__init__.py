@@ -7,6 +7,7 @@ the module is what makes the command appear in ``splitter --help``.
 from __future__ import annotations
 
 from splitter.cli import (
+    benchmark_cmd,  # noqa: F401  (registers `benchmark`)
     configure_cmd,  # noqa: F401  (registers `configure`)
     facts_cmd,  # noqa: F401  (registers `facts`)
     keys_cmd,  # noqa: F401  (registers `keys`)

@@ -345,6 +345,8 @@ def _write_inventory(lab: Lab) -> None:
                 ),
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "splitter_lab": lab.name,
+                # The lab's devices share this machine's CPUs: they must measure in turn.
+                "benchmark_parallel_devices": 1,
             },
         }
     }
