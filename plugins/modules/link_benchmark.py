@@ -109,7 +109,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-PING, BULK, QUIT = b"P", b"B", b"Q"
+PING = b"P"
+BULK = b"B"
+QUIT = b"Q"
 
 
 def serve_forever(listener, idle_timeout, max_duration):
