@@ -37,8 +37,13 @@ def make_synthetic_profile(
     batch_sizes: tuple[int, ...] = (1, 8),
     memory: str = "roomy",
     backends: tuple[str, ...] = ("litert", "tensorflow"),
+    link_scale: float = 1.0,
 ) -> dict[str, Any]:
-    """Return a profile dict (valid against profile.schema.json) with random but plausible costs."""
+    """Return a profile dict (valid against profile.schema.json) with random but plausible costs.
+
+    ``link_scale`` > 1 makes every link that many times faster (bandwidth up, latency down),
+    which favours splitting the model over more devices.
+    """
     if memory not in MEMORY_REGIMES:
         raise SplitterError(f"memory regime '{memory}' is unknown", f"use one of {MEMORY_REGIMES}")
     rng = np.random.default_rng(seed)
@@ -58,9 +63,9 @@ def make_synthetic_profile(
     model_need = param.sum() * factor + act1.max() * bmax + fixed
     if memory == "roomy":
         usable = model_need * rng.uniform(1.5, 3.0, size=D)
-    else:  # each device holds roughly 1/4 .. 2/3 of the weights
-        share = rng.uniform(max(1.2 / D, 0.25), 0.67, size=D)
-        usable = (param.sum() * factor * share + act1.max() * bmax) * 1.2 + fixed
+    else:  # each device holds roughly 1/4 .. 4/5 of the weights
+        share = rng.uniform(max(1.5 / D, 0.25), 0.8, size=D)
+        usable = (param.sum() * factor * share + act1.max() * bmax + fixed) * 1.2
 
     devices = []
     for d in range(D):
@@ -103,13 +108,13 @@ def make_synthetic_profile(
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if i != j:
-                bw = min(bandwidth[i], bandwidth[j]) * rng.uniform(0.7, 1.0)
+                bw = min(bandwidth[i], bandwidth[j]) * rng.uniform(0.7, 1.0) * link_scale
                 links.append(
                     {
                         "from": a,
                         "to": b,
                         "bandwidth_bytes_per_s": round(float(bw), 1),
-                        "latency_ms": round(float(rng.uniform(0.05, 1.0)), 4),
+                        "latency_ms": round(float(rng.uniform(0.05, 1.0)) / link_scale, 6),
                     }
                 )
 

@@ -7,10 +7,12 @@ e ≠ d. Every source → sink path is a plan, but a path may revisit a device (
 paths are enumerated cheapest first (``nx.shortest_simple_paths``): the first one that uses no
 device twice (and no more than the stage limit) is optimal.
 
-Throughput: the smallest threshold θ for which the graph restricted to edges whose link and
-compute both take ≤ θ still holds a valid path (binary search over the edge costs); among
-those paths the cheapest by latency is taken. Exponential in the worst case: it is the
-readable reference the fast search (search.py) is tested against, for small problems.
+Throughput needs a yes/no "is there a valid path using only steps <= θ?", which path
+enumeration answers slowly when the answer is no; so it runs on a state graph whose nodes
+also carry the set of devices used (``build_state_graph``), where every path is valid.
+
+Both are exponential in the worst case: they are the readable references the fast search
+(search.py) is tested against, on small problems.
 """
 
 from __future__ import annotations
@@ -79,26 +81,73 @@ def reference_latency(problem: Problem, limit: int | None = None) -> list[Stage]
     return _first_valid(build_graph(problem), problem, limit)
 
 
-def reference_throughput(problem: Problem, limit: int | None = None) -> list[Stage] | None:
-    """Minimum-bottleneck plan (then minimum latency), or None when no valid plan exists."""
-    G = build_graph(problem)
-    costs = sorted({max(c["transfer_ms"], c["compute_ms"]) for _, _, c in G.edges(data=True)})
+def build_state_graph(problem: Problem) -> nx.DiGraph:
+    """The same DAG with the used-device set carried in each node: ``(k, d, used)``.
+
+    Every source → sink path is then a valid plan (no device twice, at most max_stages), so
+    plain graph algorithms apply; the price is 2^D times more nodes: small problems only.
+    """
+    G = nx.DiGraph()
+    L, D = problem.n_slices, problem.n_devices
+    frontier = [(SOURCE, 0, -1, frozenset())]
+    seen = {SOURCE}
+    while frontier:
+        node, a, d, used = frontier.pop()
+        if a == L:
+            out = float(problem.transfer_out[d])
+            G.add_edge(node, SINK, transfer_ms=out, compute_ms=0.0, weight=out, stage=None)
+            continue
+        if len(used) >= problem.max_stages:
+            continue
+        for e in range(D):
+            if e in used:
+                continue
+            transfer = float(problem.transfer_in[e] if d < 0 else problem.transfer[d, e, a])
+            for b in range(a + 1, int(problem.reach[e, a]) + 1):
+                compute = problem.compute_ms(e, a, b)
+                nxt = (b, e, used | {e})
+                G.add_edge(
+                    node,
+                    nxt,
+                    transfer_ms=transfer,
+                    compute_ms=compute,
+                    weight=transfer + compute,
+                    stage=(e, a, b),
+                )
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append((nxt, b, e, used | {e}))
+    return G
+
+
+def reference_throughput(problem: Problem) -> list[Stage] | None:
+    """Minimum-bottleneck plan (then minimum latency), or None when no valid plan exists.
+
+    On the state graph: binary search for the smallest threshold θ (over the steps' costs)
+    at which a source → sink path uses only links and stages taking <= θ, then the shortest
+    such path by latency.
+    """
+    G = build_state_graph(problem)
+    if SINK not in G:
+        return None
+
+    def step(u, v) -> float:
+        return max(G[u][v]["transfer_ms"], G[u][v]["compute_ms"])
+
+    costs = sorted({step(u, v) for u, v in G.edges})
 
     def restricted(theta: float) -> nx.DiGraph:
-        return nx.subgraph_view(
-            G, filter_edge=lambda u, v: max(G[u][v]["transfer_ms"], G[u][v]["compute_ms"]) <= theta
-        )
+        return nx.subgraph_view(G, filter_edge=lambda u, v: step(u, v) <= theta)
 
     lo, hi = 0, len(costs) - 1
-    if not costs or _first_valid(restricted(costs[hi]), problem, limit) is None:
-        return None
-    while lo < hi:  # smallest index whose threshold still admits a valid plan
+    while lo < hi:  # smallest index whose threshold still connects source and sink
         mid = (lo + hi) // 2
-        if _first_valid(restricted(costs[mid]), problem, limit) is not None:
+        if nx.has_path(restricted(costs[mid]), SOURCE, SINK):
             hi = mid
         else:
             lo = mid + 1
-    return _first_valid(restricted(costs[lo]), problem, limit)
+    H = restricted(costs[lo])
+    return _stages(H, nx.shortest_path(H, SOURCE, SINK, weight="weight"))
 
 
 def reference_solve(problem: Problem, objective: str) -> tuple[list[Stage], float, float] | None:

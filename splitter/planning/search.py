@@ -286,8 +286,8 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
         bot = evaluate(problem, p)[1]
         if bot < hi:
             hi, plan = bot, list(p)
-    expansions, proven = 0, False
-    if plan is None and np.isfinite(lo):  # nothing yet: any plan at all, via the latency search
+    expansions, proven = 0, not np.isfinite(lo)  # infinite bound: no plan even with reuse
+    if plan is None and not proven:  # nothing yet: any plan at all, via the latency search
         out = _best_first(problem, base, 0, deadline, ((np.inf, np.inf), None))
         expansions += out.expansions
         if out.stages is not None:

@@ -1,0 +1,169 @@
+"""The solver's answer is the true optimum: checked against every placement enumerated.
+
+Brute force (splitter.planning.brute_force) costs plans straight from the profile, with its
+own memory model code, so an error in the solver's arrays shows up here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from splitter.planning.brute_force import brute_force
+from splitter.planning.graph import reference_solve
+from splitter.planning.problem import build_problem, is_valid
+from splitter.planning.relaxation import relaxed_bounds
+from splitter.planning.search import exact_search
+from splitter.profile import profile_from_dict
+from splitter.synthetic import make_synthetic_profile
+
+TOL = 1e-9
+
+
+def _case(seed: int):
+    """A small random profile and planning options, varied by seed."""
+    rng = np.random.default_rng(seed)
+    L, D = int(rng.integers(2, 8)), int(rng.integers(2, 5))
+    memory = ["roomy", "tight"][seed % 2]
+    link_scale = [1.0, 30.0, 300.0][seed % 3]
+    data = make_synthetic_profile(L, D, seed=seed, memory=memory, link_scale=link_scale)
+    profile = profile_from_dict(data)
+    batch = int(rng.choice([1, 4, 8]))  # 4 is interpolated
+    max_stages = None if seed % 4 else int(rng.integers(1, D + 1))
+    headroom = float(rng.choice([0.0, 0.2, 0.5]))
+    return profile, batch, max_stages, headroom
+
+
+def _truth(plans, objective):
+    """Optimal (latency, bottleneck) by brute force; lexicographic like the solver."""
+    if objective == "latency":
+        best = min(p[0] for p in plans)
+        return best, min(p[1] for p in plans if p[0] <= best * (1 + TOL))
+    best = min(p[1] for p in plans)
+    return min(p[0] for p in plans if p[1] <= best * (1 + TOL)), best
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOL * max(1.0, abs(b))
+
+
+SEEDS = range(300)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_exact_search_equals_brute_force(objective):
+    kinds = Counter()
+    for seed in SEEDS:
+        profile, batch, max_stages, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom, max_stages=max_stages)
+        plans = brute_force(profile, batch, problem.devices, problem.max_stages, headroom)
+        got = exact_search(problem, objective, budget_s=30)
+        assert got.optimal, f"seed {seed}: budget hit on a tiny case"
+        if not plans:
+            assert got.stages is None, f"seed {seed}: solver found a plan brute force says is invalid"
+            kinds["infeasible"] += 1
+            continue
+        assert got.stages is not None and is_valid(problem, got.stages), f"seed {seed}"
+        lat, bot = _truth(plans, objective)
+        if objective == "latency":
+            assert _close(got.latency_ms, lat), (seed, got.latency_ms, lat)
+        else:
+            assert _close(got.bottleneck_ms, bot), (seed, got.bottleneck_ms, bot)
+            assert _close(got.latency_ms, lat), (seed, got.latency_ms, lat)
+        assert got.lower_bound <= got.objective_value + TOL
+        kinds[f"{len(got.stages)} stages"] += 1
+    # the cases must exercise what matters: splits, single devices and nothing-fits
+    assert kinds["1 stages"] and kinds["infeasible"], kinds
+    assert sum(v for k, v in kinds.items() if k not in ("1 stages", "infeasible")) >= 30, kinds
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_networkx_reference_equals_brute_force(objective):
+    for seed in range(0, 300, 3):
+        profile, batch, max_stages, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom, max_stages=max_stages)
+        plans = brute_force(profile, batch, problem.devices, problem.max_stages, headroom)
+        ref = reference_solve(problem, objective)
+        if not plans:
+            assert ref is None, seed
+            continue
+        stages, lat, bot = ref
+        assert is_valid(problem, stages), seed
+        want_lat, want_bot = _truth(plans, objective)
+        if objective == "latency":
+            assert _close(lat, want_lat), (seed, lat, want_lat)
+        else:
+            assert _close(bot, want_bot), (seed, bot, want_bot)
+            assert _close(lat, want_lat), (seed, lat, want_lat)
+
+
+def _two_fast_small_devices() -> dict:
+    """Devices A and B are fast but each holds only a few slices: alternating A, B, A, B is
+    what an unconstrained shortest path picks; the slow roomy device C must be used too."""
+    L = 6
+    data = make_synthetic_profile(L, 3, seed=1, link_scale=1000.0)
+    for dev, speed, mem in zip(data["devices"], [1.0, 1.0, 50.0], [2, 2, 6], strict=True):
+        dev["backend"] = "tensorflow"
+        dev.pop("runtime_overhead_bytes", None)
+        for entry in dev["compute"].values():
+            entry["median_ms"] = [speed] * L
+            entry["p90_ms"] = [speed] * L
+            entry["peak_activation_bytes"] = [0] * L
+            entry["fits"] = [True] * L
+        # room for exactly `mem` slices of 1 MB parameters beside the 550 MiB runtime
+        dev["usable_memory_bytes"] = int((550 * 2**20 + mem * 1_000_000) * 1.2)
+    data["slices"]["param_bytes"] = [1_000_000] * L
+    return data
+
+
+def test_plain_shortest_path_revisits_but_plan_does_not():
+    profile = profile_from_dict(_two_fast_small_devices())
+    problem = build_problem(profile, 1)
+    relaxed = relaxed_bounds(problem).start_latency
+    got = exact_search(problem, "latency")
+    devices = [d for d, _, _ in got.stages]
+    assert len(set(devices)) == len(devices)
+    assert 2 in devices  # the slow roomy device must take a part
+    # the relaxation (A → B → A → ...) is strictly cheaper: the rule really binds here
+    assert relaxed < got.latency_ms - 1.0
+    plans = brute_force(profile, 1, problem.devices, problem.max_stages, 0.2)
+    assert _close(got.latency_ms, min(p[0] for p in plans))
+
+
+def test_every_stage_fits_in_memory_with_headroom():
+    for seed in range(1, 60, 2):  # tight memory
+        profile, batch, _, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom)
+        got = exact_search(problem, "throughput")
+        for d, a, b in got.stages or []:
+            assert problem.memory_parts(d, a, b)[0] <= problem.usable[d]
+
+
+def test_budget_zero_still_returns_a_bound_that_holds():
+    hit = 0
+    for seed in range(40):
+        profile, batch, max_stages, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom, max_stages=max_stages)
+        plans = brute_force(profile, batch, problem.devices, problem.max_stages, headroom)
+        if not plans:
+            continue
+        for objective in ("latency", "throughput"):
+            got = exact_search(problem, objective, budget_s=0.0, incumbents=[])
+            truth = _truth(plans, objective)[0 if objective == "latency" else 1]
+            assert got.lower_bound <= truth + TOL * truth  # a proven bound never lies
+            if got.stages is not None:
+                assert got.objective_value >= truth - TOL * truth
+                assert got.optimal or got.gap > 0 or _close(got.objective_value, truth)
+            hit += not got.optimal
+    assert hit, "budget 0 should stop at least one search early"
+
+
+def test_max_stages_is_respected():
+    for seed, k in itertools.product(range(0, 40, 3), (1, 2)):
+        profile, batch, _, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom, max_stages=k)
+        got = exact_search(problem, "throughput")
+        assert got.stages is None or len(got.stages) <= k
