@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,10 +92,16 @@ def run_playbook(
             on_event(event)
         return True
 
+    interrupted = threading.Event()
+
+    def should_cancel() -> bool:
+        return interrupted.is_set() or bool(cancel and cancel())
+
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     private = Path(tempfile.mkdtemp(prefix="splitter-runner-"))
+    previous = _catch_interrupt(interrupted)
     try:
         runner = ansible_runner.run(
             private_data_dir=str(private),
@@ -105,17 +114,43 @@ def run_playbook(
                 "ANSIBLE_COLLECTIONS_PATH": str(root / "playbooks" / "collections"),
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_FORCE_COLOR": "False",
+                # Our own SSH multiplexing masters, so they can be closed when the run ends
+                # (a persisting master would keep a cancelled task running on the device).
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
             },
             limit=limit,
             event_handler=handle,
-            cancel_callback=cancel,
+            cancel_callback=should_cancel,
             quiet=True,
             suppress_env_files=True,
         )
         status, rc = runner.status, runner.rc
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        close_ssh_masters(private / "cp")
         shutil.rmtree(private, ignore_errors=True)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
     return PlaybookResult(status, rc if rc is not None else -1, hosts)
+
+
+def _catch_interrupt(interrupted: threading.Event) -> Any:
+    """Turn Ctrl-C into a cancel request, so ansible-runner stops the playbook cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+
+
+def close_ssh_masters(directory: Path) -> None:
+    """Ask every SSH control master of this run to exit, ending its remote sessions."""
+    if not directory.is_dir():
+        return
+    for socket_path in directory.iterdir():
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "splitter-master"],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
 
 
 def _record(event: dict[str, Any], hosts: dict[str, HostOutcome]) -> None:

@@ -241,12 +241,18 @@ def run_in_child(function, timeout, *args):
     return message["ok"], None
 
 
-def watch_parent(original_parent):
-    """Exit when Ansible's connection goes away (Ctrl-C on the controller): no orphans."""
+def watch_connection(original_parent):
+    """Exit when Ansible's connection goes away (Ctrl-C on the controller): no orphans.
+
+    Two signs: our parent changed (the shell died), or our stdout pipe lost its reader
+    (sshd closed the channel; with SSH multiplexing the session itself may linger).
+    """
+    poller = select.poll()
+    poller.register(1, select.POLLERR | select.POLLHUP)
 
     def watch():
-        while os.getppid() == original_parent:
-            time.sleep(0.5)
+        while os.getppid() == original_parent and not poller.poll(500):
+            pass
         if CURRENT_CHILD["pid"]:
             with contextlib.suppress(OSError):
                 os.kill(CURRENT_CHILD["pid"], signal.SIGKILL)
@@ -306,7 +312,7 @@ def main():
     if not batch_sizes or batch_sizes[0] < 1:
         module.fail_json(msg=f"batch_sizes must be positive integers, got {batch_sizes}")
     started = time.perf_counter()
-    watch_parent(os.getppid())
+    watch_connection(os.getppid())
     index, models = read_bundle(module, params["bundle"])
     threads = params["num_threads"] or len(os.sched_getaffinity(0))
     overhead = status_kib("VmRSS")
