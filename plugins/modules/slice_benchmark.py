@@ -156,11 +156,11 @@ def reset_peak():
         return False
 
 
-def measure_one(model_bytes, inputs, batch, threads, min_repeats, max_repeats, min_time):
+def measure_one(model_path, inputs, batch, threads, min_repeats, max_repeats, min_time):
     """In the forked child: load, run at ``batch``, time, report peak memory above start."""
     reset_peak()
     base = status_kib("VmRSS")
-    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
+    interpreter = Interpreter(model_path=model_path, num_threads=threads)
     runner = interpreter.get_signature_runner()
     rng = np.random.default_rng(0)
     feed = {}
@@ -263,20 +263,30 @@ def watch_connection(original_parent):
 
 def read_bundle(module, path):
     try:
-        return _read_bundle(module, path)
+        return _unpack_bundle(module, path)
     except (OSError, KeyError, ValueError, tarfile.TarError) as error:
         module.fail_json(msg=f"cannot read bundle {path}: {error}; re-run splitter benchmark")
 
 
-def _read_bundle(module, path):
+def _unpack_bundle(module, path):
+    """Unpack next to the bundle, checking every file; slices load from disk (mmap), so the
+    parent never holds all the weights in memory on a small device."""
+    target = os.path.splitext(path)[0] + ".d"
+    os.makedirs(target, mode=0o700, exist_ok=True)
     with tarfile.open(path) as archive:
         index = json.loads(archive.extractfile("index.json").read())
         models = {}
         for entry in index["slices"]:
-            data = archive.extractfile(entry["file"]).read()
-            if hashlib.sha256(data).hexdigest() != entry["tflite_sha256"]:
-                module.fail_json(msg=f"bundle file {entry['file']} fails its sha256 check")
-            models[entry["index"]] = data
+            name = os.path.basename(entry["file"])
+            digest = hashlib.sha256()
+            destination = os.path.join(target, name)
+            with archive.extractfile(entry["file"]) as source, open(destination, "wb") as out:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != entry["tflite_sha256"]:
+                module.fail_json(msg=f"bundle file {name} fails its sha256 check")
+            models[entry["index"]] = destination
     return index, models
 
 
