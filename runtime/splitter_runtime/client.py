@@ -271,39 +271,53 @@ class Client:
         self._ready.set()
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(20 if outbox else 50))
-                if monitor in events:
-                    self._on_monitor(monitor)
-                if pipe in events:
-                    for _ in range(1000):
-                        try:
-                            rid, *frames = pipe.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        outbox.append((rid.bytes.decode(), frames))
-                while outbox:
-                    rid, frames = outbox[0]
-                    if rid not in self._pending:  # already timed out
-                        outbox.popleft()
-                        continue
-                    try:
-                        dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break  # not connected yet or gateway full: keep it (bounded by deadline)
-                    outbox.popleft()
-                if dealer in events:
-                    for _ in range(1000):
-                        try:
-                            frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._on_reply(frames)
-                self._expire()
+                try:
+                    self._step(poller, pipe, dealer, monitor, outbox)
+                except Exception:  # never let the I/O thread die: requests would hang
+                    log.exception("client: I/O thread error (continuing)")
         finally:
             dealer.disable_monitor()
             monitor.close()
             dealer.close()
             pipe.close()
+
+    def _step(
+        self,
+        poller: zmq.Poller,
+        pipe: zmq.Socket,
+        dealer: zmq.Socket,
+        monitor: zmq.Socket,
+        outbox: deque[tuple[str, list[Any]]],
+    ) -> None:
+        """One turn of the I/O loop: pipe → gateway, gateway → futures, deadlines."""
+        events = dict(poller.poll(20 if outbox else 50))
+        if monitor in events:
+            self._on_monitor(monitor)
+        if pipe in events:
+            for _ in range(1000):
+                try:
+                    rid, *frames = pipe.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                outbox.append((rid.bytes.decode(), frames))
+        while outbox:
+            rid, frames = outbox[0]
+            if rid not in self._pending:  # already timed out
+                outbox.popleft()
+                continue
+            try:
+                dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break  # not connected yet or gateway full: keep it (bounded by deadline)
+            outbox.popleft()
+        if dealer in events:
+            for _ in range(1000):
+                try:
+                    frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._on_reply(frames)
+        self._expire()
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
         while True:

@@ -87,7 +87,7 @@ class Gateway:
         self.clients.router_mandatory = 1
         self.clients.maxmsgsize = lim.max_message_bytes
         self.clients.sndhwm = self.clients.rcvhwm = max(lim.hwm, 64)
-        self.clients.linger = 1000
+        self.clients.linger = 5000  # let the last replies out when stopping
         sec.serve(self.clients, "clients", [pub(p) for p in cfg.security.allow_clients])
         _bind(self.clients, cfg.client_bind, "client")
         self.first = self.ctx.socket(zmq.PUSH)

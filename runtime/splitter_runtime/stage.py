@@ -73,6 +73,7 @@ class StageServer:
         self._health_stop = threading.Event()
         self._queue: deque[_Item] = deque()
         self._drain_deadline: float | None = None
+        self._out_dtypes = {s.name: np.dtype(s.dtype) for s in cfg.outputs}
         self._beat_seq = 0
         self.ctx = zmq.Context()
         sec = cfg.security
@@ -259,7 +260,7 @@ class StageServer:
         if set(outputs) != names:
             raise RuntimeFailure(f"model returned {sorted(outputs)}, config says {sorted(names)}")
         for s in self.cfg.outputs:
-            if outputs[s.name].dtype.name != s.dtype:
+            if outputs[s.name].dtype != self._out_dtypes[s.name]:
                 outputs[s.name] = outputs[s.name].astype(s.dtype)
             if outputs[s.name].shape[:1] != (batch,):
                 raise RuntimeFailure(f"output {s.name} has batch {outputs[s.name].shape[:1]}")

@@ -103,10 +103,10 @@ def test_malformed_frames_into_a_stage_are_answered_and_it_keeps_serving(pipelin
         for frames in bad:
             push.send_multipart(frames, copy=False)
         with p.client(timeout_s=30) as c:
-            late = wait_for(lambda: c.status()["gateway"]["late"] >= 4 and c.status())
-            s1 = next(s for s in late["stages"] if s["name"] == "s1")["status"]
-            assert s1["rejected"] >= 5
-            # Error replies travelled down to the gateway (which had no client for those ids).
+            # Four named an id: their error replies travelled down to the gateway (which had no
+            # client waiting for those ids, and counts them as late). The junk is only logged.
+            wait_for(lambda: c.status()["gateway"]["late"] >= 4)
+            assert p.health("s1")["rejected"] == 5
             np.testing.assert_equal(only(c.predict(image())).shape, (1, 10))
             assert p.health("s1")["state"] == "serving"
     finally:
@@ -179,7 +179,7 @@ def test_back_pressure_bounds_queues_and_drops_nothing(pipelines, stages3):
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_cleanly(pipelines, stages3):
-    p = pipelines(stages3)
+    p = pipelines(stages3, dead_after_ms=20_000)  # the frozen stage must not count as dead
     c = p.client(timeout_s=60, max_in_flight=64)
     try:
         os.kill(p.procs["s1"].pid, signal.SIGSTOP)  # hold the requests inside the pipeline
