@@ -78,6 +78,11 @@ def make_plan(profile: Profile, options: PlanOptions) -> PlanResult:
             f"{result.gap:.3f} {unit} of the optimum (proven lower bound "
             f"{result.lower_bound:.3f}); raise --time-budget to close the gap"
         )
+    elif options.objective == "throughput" and not result.stats.get("latency_tie_break_proven"):
+        notes.append(
+            "throughput is optimal; among plans equally fast, this one's latency was not "
+            "proven lowest within the search budget"
+        )
     return PlanResult(problem, options, result, result.stages, base, notes)
 
 

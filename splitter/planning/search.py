@@ -28,11 +28,15 @@ from itertools import count
 
 import numpy as np
 
+from splitter.planning.bottleneck import min_bottleneck
 from splitter.planning.problem import Problem, Stage, evaluate
 from splitter.planning.relaxation import Bounds, coverage, relaxed_bounds
 
 OBJECTIVES = ("latency", "throughput")
 DIVE_NODES = 3000
+# Throughput: share of the remaining budget spent finding the fastest of the max-throughput
+# plans (the tie-break); the bottleneck itself is exact before this starts.
+TIE_BREAK_SHARE = 0.25
 
 
 @dataclass
@@ -274,56 +278,39 @@ def _latency(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -
 
 
 def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -> SearchResult:
-    """Smallest bottleneck by probing thresholds, then the fastest plan at that bottleneck."""
+    """Smallest bottleneck θ* by branch and bound (bottleneck.py), then the fastest plan at θ*.
+
+    The baselines give the first upper bound; the capacity bound (devices cannot cover the
+    model with steps below it) the lower one. If time runs out, the gap between them is stated.
+    """
+    started = time.perf_counter()
     base = relaxed_bounds(problem)
     lo = max(base.start_bottleneck, _capacity_bound(problem, base))  # proven lower bound
-    plans = [*incumbents]
-    dived = _dive(problem, base, 1, deadline, furthest=True)
-    if dived:
-        plans.append(dived)
-    hi, plan, plan_is_fastest = np.inf, None, False
-    for p in plans:
+    hi, plan = np.inf, None
+    for p in incumbents:
         bot = evaluate(problem, p)[1]
         if bot < hi:
             hi, plan = bot, list(p)
-    expansions, proven = 0, not np.isfinite(lo)  # infinite bound: no plan even with reuse
-    if plan is None and not proven:  # nothing yet: any plan at all, via the latency search
-        out = _best_first(problem, base, 0, deadline, ((np.inf, np.inf), None))
-        expansions += out.expansions
-        if out.stages is not None:
-            hi, plan = evaluate(problem, out.stages)[1], out.stages
-        elif out.exhausted:
-            proven = True  # no valid plan exists
-    while plan is not None and not proven and time.perf_counter() < deadline:
-        strict = hi - lo <= 0.02 * hi
-        theta = float(np.nextafter(hi, 0.0)) if strict else (lo + hi) / 2
-        bounds = relaxed_bounds(problem, theta)
-        quick = _dive(problem, bounds, 0, deadline, furthest=True)
-        if quick is not None:
-            found, out = quick, None
-        elif np.isfinite(bounds.start_latency) and _coverable(bounds):
-            out = _best_first(problem, bounds, 0, deadline, ((np.inf, np.inf), None))
-            expansions += out.expansions
-            if not out.exhausted and out.stages is None:
-                break  # budget ran out mid-probe
-            found = out.stages
-        else:
-            found = None  # even with devices reusable nothing is that fast
+    proven = not np.isfinite(lo)  # infinite bound: no plan even with devices reusable
+    if not proven:
+        upper = float(np.nextafter(hi, 0.0)) if np.isfinite(hi) else np.inf
+        found, proven = min_bottleneck(problem, upper, deadline, lower=lo)
         if found is not None:
             hi, plan = evaluate(problem, found)[1], found
-            plan_is_fastest = out is not None and out.exhausted  # fastest among plans <= theta
-        else:
-            lo = theta
-            proven = strict
-    if proven and plan is not None and not plan_is_fastest:  # θ* known: fastest plan at θ*
-        out = _best_first(
-            problem, relaxed_bounds(problem, hi), 0, deadline, ((np.inf, np.inf), None)
-        )
-        expansions += out.expansions
-        if out.stages is not None and out.exhausted:
-            plan = out.stages
-    lower = hi if proven else lo
-    return _result("throughput", problem, plan, proven, lower, expansions, base)
+    expansions = 0
+    fastest = False
+    stats = {"bottleneck_s": time.perf_counter() - started}
+    if proven and plan is not None:  # θ* is known: the lowest-latency plan at θ* (tie-break)
+        bounds = relaxed_bounds(problem, hi)
+        left = deadline - time.perf_counter()
+        tie_deadline = time.perf_counter() + max(0.0, TIE_BREAK_SHARE * left)
+        incumbent = (_key(0, *evaluate(problem, plan)), plan)
+        out = _best_first(problem, bounds, 0, tie_deadline, incumbent)
+        expansions = out.expansions
+        plan, fastest = out.stages or plan, out.exhausted
+    result = _result("throughput", problem, plan, proven, hi if proven else lo, expansions, base)
+    result.stats.update(stats, latency_tie_break_proven=float(fastest))
+    return result
 
 
 def _capacity_bound(problem: Problem, base: Bounds, steps: int = 40) -> float:
