@@ -75,17 +75,27 @@ def min_bottleneck(
             return free, free
         reach, cover, link_ok = arrays["reach"], arrays["cover"], arrays["link_ok"]
         ok_in = arrays["in_ok"][free] if d < 0 else link_ok[d, free, k]
-        stops = np.arange(k + 1, L + 1)
-        valid = ok_in[:, None] & (stops[None, :] <= reach[free, k][:, None])  # (m, L-k)
-        # after e stops at b, the other free devices must cover [b, L) (cover: upper bound),
-        # and at least one of them must be reachable over a fast-enough link at b
-        rest = cover[free, k + 1 :]  # (m, L-k)
+        far = int(reach[free, k].max())
+        if far <= k:
+            return free[:0], free[:0]
+        stops = np.arange(k + 1, far + 1)  # no free device reaches beyond `far`
+        valid = ok_in[:, None] & (stops[None, :] <= reach[free, k][:, None])  # (m, n)
+        # after e stops at b, the other free devices must cover [b, L) (cover: upper bound)
+        rest = cover[free][:, stops]  # (m, n)
         others = rest.sum(axis=0)[None, :] - rest
-        need = (L - stops)[None, :]
-        runs = arrays["reach_pad"][free][:, stops] > stops[None, :]  # f can start at b
-        onward = (link_ok[np.ix_(free, free, stops)] & runs[None, :, :]).any(axis=1)
         at_end = stops[None, :] == L
-        valid &= np.where(at_end, arrays["out_ok"][free][:, None], (others >= need) & onward)
+        valid &= np.where(at_end, arrays["out_ok"][free][:, None], others >= (L - stops)[None, :])
+        rows, cols = np.nonzero(valid)
+        # ... and one of them must be reachable over a fast-enough link at b and run there
+        b = stops[cols]
+        inner = b < L
+        if inner.any():
+            ri, bi = rows[inner], b[inner]
+            runs = arrays["reach_pad"][free][:, bi] > bi[None, :]  # (m, pairs): f starts at b
+            fast = link_ok[free[ri][:, None], free[None, :], bi[:, None]]  # (pairs, m)
+            keep = np.ones(rows.size, dtype=bool)
+            keep[inner] = (fast & runs.T).any(axis=1)
+            rows, cols = rows[keep], cols[keep]
         rows, cols = np.nonzero(valid)
         order = np.argsort(-cols, kind="stable")
         return free[rows[order]], cols[order] + k + 1

@@ -1,0 +1,153 @@
+"""Benchmark the placement solver on synthetic profiles (no devices needed).
+
+    .venv/bin/python bench/solver.py [--budget 5] [--quick]
+
+Prints wall time per (layers × devices × objective) with growth ratios side by side, checks
+the optimum against brute force on small random profiles, counts how often the exact search
+hit its time budget on random profiles, and ends with one `bench:` line per target.
+Wall time = what `configure` spends planning: arrays + baselines + exact search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from splitter.planning.baselines import baselines
+from splitter.planning.brute_force import brute_force
+from splitter.planning.problem import build_problem
+from splitter.planning.search import SearchResult, exact_search
+from splitter.profile import profile_from_dict
+from splitter.synthetic import make_synthetic_profile
+
+TOL = 1e-9
+
+
+def plan_once(
+    layers: int, devices: int, objective: str, budget: float, seed: int = 0, memory: str = "roomy"
+) -> tuple[float, SearchResult]:
+    profile = profile_from_dict(make_synthetic_profile(layers, devices, seed=seed, memory=memory))
+    start = time.perf_counter()
+    problem = build_problem(profile, 8)
+    incumbents = [p for p in baselines(problem, objective).values() if p]
+    result = exact_search(problem, objective, budget, incumbents)
+    return time.perf_counter() - start, result
+
+
+def fmt(wall: float, result: SearchResult) -> str:
+    if result.optimal:
+        return f"{wall:7.2f} s opt"
+    rel = result.gap / result.objective_value * 100 if result.stages else float("inf")
+    return f"{wall:7.2f} s gap {rel:.2f}%"
+
+
+def grid(budget: float, sizes: list[int], fleet: list[int]) -> dict:
+    print(f"\n## wall time (batch 8, roomy memory, budget {budget:g} s); ratio = vs previous size")
+    head = f"{'latency':>20} {'ratio':>6} | {'throughput':>20} {'ratio':>6}"
+    print(f"{'layers':>6} {'devs':>4} | {head}")
+    out: dict = {}
+    for d in fleet:
+        prev: dict[str, float] = {}
+        for n in sizes:
+            cells = []
+            for objective in ("latency", "throughput"):
+                wall, result = plan_once(n, d, objective, budget)
+                out[(n, d, objective)] = (wall, result)
+                ratio = f"{wall / prev[objective]:6.1f}" if objective in prev else "     -"
+                prev[objective] = wall
+                cells.append(f"{fmt(wall, result):>20} {ratio}")
+            print(f"{n:>6} {d:>4} | {cells[0]} | {cells[1]}")
+    return out
+
+
+def targets_200x8(budget: float, seeds: int) -> dict[str, float]:
+    """Worst wall time over several random 200 × 8 profiles, both memory regimes."""
+    worst = {"latency": 0.0, "throughput": 0.0}
+    print(f"\n## 200 layers × 8 devices, {seeds} seeds × roomy/tight")
+    for objective in worst:
+        walls, opt = [], 0
+        for seed in range(seeds):
+            for memory in ("roomy", "tight"):
+                wall, result = plan_once(200, 8, objective, budget, seed, memory)
+                walls.append(wall)
+                opt += result.optimal
+        worst[objective] = max(walls)
+        print(
+            f"{objective:>10}: median {np.median(walls):.2f} s, worst {max(walls):.2f} s, "
+            f"proven optimal {opt}/{len(walls)}"
+        )
+    return worst
+
+
+def brute_force_agreement(cases: int) -> tuple[int, int]:
+    """Random small profiles (2-7 layers, 2-4 devices, tight/roomy): solver vs every placement."""
+    agree = total = 0
+    for seed in range(cases):
+        rng = np.random.default_rng(seed)
+        n, d = int(rng.integers(2, 8)), int(rng.integers(2, 5))
+        data = make_synthetic_profile(
+            n, d, seed=seed, memory=("roomy", "tight")[seed % 2], link_scale=(1, 30, 300)[seed % 3]
+        )
+        profile = profile_from_dict(data)
+        problem = build_problem(profile, 8)
+        plans = brute_force(profile, 8, problem.devices, problem.max_stages, 0.2)
+        for index, objective in enumerate(("latency", "throughput")):
+            result = exact_search(problem, objective, 30.0)
+            total += 1
+            if not plans:
+                agree += result.stages is None
+                continue
+            best = min(p[index] for p in plans)
+            got = result.latency_ms if index == 0 else result.bottleneck_ms
+            agree += abs(got - best) <= TOL * max(1.0, best)
+    return agree, total
+
+
+def budget_hits(budget: float, profiles: int) -> tuple[int, int]:
+    """Random mid-size profiles (100-500 layers, 4-16 devices, roomy/tight), both objectives."""
+    hits = total = 0
+    rng = np.random.default_rng(1234)
+    for i in range(profiles):
+        n = int(rng.choice([100, 250, 500]))
+        d = int(rng.choice([4, 8, 16]))
+        memory = ("roomy", "tight")[i % 2]
+        for objective in ("latency", "throughput"):
+            _, result = plan_once(n, d, objective, budget, seed=100 + i, memory=memory)
+            total += 1
+            hits += not result.optimal
+    return hits, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--budget", type=float, default=5.0, help="search budget per run (s)")
+    parser.add_argument("--quick", action="store_true", help="smaller grid, fewer cases")
+    args = parser.parse_args()
+    sizes = [100, 250] if args.quick else [100, 250, 500, 1000]
+    fleet = [4, 8] if args.quick else [4, 8, 16, 32]
+    table = grid(args.budget, sizes, fleet)
+    worst = targets_200x8(args.budget, 2 if args.quick else 5)
+    big = {
+        objective: table.get((1000, 32, objective)) or plan_once(1000, 32, objective, args.budget)
+        for objective in ("latency", "throughput")
+    }
+    agree, total = brute_force_agreement(30 if args.quick else 150)
+    print(f"\n## brute force: optimum equal on {agree}/{total} (small random profiles)")
+    hits, runs = budget_hits(args.budget, 6 if args.quick else 20)
+    print(f"## budget hits: {hits}/{runs} mid-size runs stopped by the {args.budget:g} s limit")
+    print()
+    for objective in ("latency", "throughput"):
+        print(f"bench: {objective} 200x8 worst = {worst[objective]:.2f} s (target < 1 s)")
+    for objective in ("latency", "throughput"):
+        wall, result = big[objective]
+        gap = 0.0 if result.optimal else result.gap / result.objective_value * 100
+        print(f"bench: {objective} 1000x32 = {wall:.2f} s (target < 10 s)")
+        print(f"bench: {objective} 1000x32 gap = {gap:.2f} % (target = 0 % or stated)")
+    print(f"bench: brute-force agreement = {100 * agree / total:.1f} % (target = 100 %)")
+    print(f"bench: budget hits = {100 * hits / runs:.1f} % of {runs} runs (target = 0 %)")
+
+
+if __name__ == "__main__":
+    main()
