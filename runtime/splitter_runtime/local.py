@@ -121,7 +121,6 @@ class LocalPipeline:
                 "heartbeat_interval_ms": self.heartbeat_interval_ms,
                 "cpus": s.cpus,
                 "security": {
-                    "curve": self.curve,
                     "secret_key": str(k(s.name, True)),
                     "downstream_key": str(k("gateway" if last else self.stages[i + 1].name)),
                     "heartbeat_key": str(k("gateway")),
@@ -130,6 +129,8 @@ class LocalPipeline:
                 },
                 "limits": self.limits,
             }
+            if not self.curve:
+                data["security"] = {"curve": False}
             self.config_paths[s.name] = config.dump(data, self.workdir / f"{s.name}.stage.yaml")
         gw = {
             "schema_version": config.SCHEMA_VERSION,
@@ -146,7 +147,6 @@ class LocalPipeline:
             "outputs": [t.to_dict() for t in self.stages[-1].outputs],
             "dead_after_ms": self.dead_after_ms,
             "security": {
-                "curve": self.curve,
                 "secret_key": str(k("gateway", True)),
                 "first_stage_key": str(k(self.stages[0].name)),
                 "allow_clients": [str(k("client"))],
@@ -155,6 +155,8 @@ class LocalPipeline:
             },
             "limits": self.limits,
         }
+        if not self.curve:
+            gw["security"] = {"curve": False}
         self.config_paths["gateway"] = config.dump(gw, self.workdir / "gateway.yaml")
         return self.config_paths
 

@@ -133,3 +133,11 @@ def test_run_local_rejects_a_broken_plan(tmp_path):
         [str(SPLITTER), "run-local", str(path)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and "slices.path" in proc.stderr
+
+
+def test_curve_off_configs_need_no_keys(stages3, tmp_path):
+    p = LocalPipeline(stages3, tmp_path / "plain", curve=False)
+    p.write()
+    assert not (tmp_path / "plain" / "keys").exists()
+    assert config.load_stage(p.config_paths["s0"]).security.curve is False
+    assert config.load_gateway(p.config_paths["gateway"]).security.curve is False

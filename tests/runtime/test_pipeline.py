@@ -135,6 +135,19 @@ def test_a_client_without_an_allowed_key_is_refused(pipelines, stages3, tmp_path
     with p.client() as c:
         g = c.status()["gateway"]
         assert g["auth_denied"] >= 1 and g["served"] == 0
+    # A stage admits only its listed upstream: the (valid) client key cannot feed s1 directly.
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.curve_publickey, push.curve_secretkey = keys.load_pair(p.key("client", True))
+    push.curve_serverkey = keys.load_public(p.key("s1"))
+    try:
+        push.connect(p.data_addresses[1])
+        wait_for(lambda: p.health("s1")["auth_denied"] >= 1)
+        assert p.health("s1")["served"] == 0
+    finally:
+        push.close()
+        ctx.term()
 
 
 def test_a_killed_middle_stage_is_reported_and_in_flight_requests_fail(pipelines, stages3):
