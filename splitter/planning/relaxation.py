@@ -27,6 +27,7 @@ class Bounds:
     min_stages: np.ndarray  # (L+1,): fewest stages that can cover slices [k, L) (0 at L)
     cover: np.ndarray  # (D, L+1): longest range starting at >= k that device d can run
     theta: float = np.inf  # only links and stages taking <= theta ms were allowed
+    penalty: np.ndarray | None = None  # Lagrangian penalties folded into ``latency`` (D,)
 
 
 def relaxed_bounds(problem: Problem, theta: float = np.inf) -> Bounds:
@@ -79,3 +80,43 @@ def coverage(problem: Problem, theta: float = np.inf) -> np.ndarray:
     cover = np.zeros((D, L + 1))
     cover[:, :L] = np.maximum.accumulate(length[:, ::-1], axis=1)[:, ::-1]
     return cover
+
+
+def penalised_latency(
+    problem: Problem, penalty: np.ndarray
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """The latency relaxation with ``penalty[d]`` ms added to every stage on device d.
+
+    Lagrangian bound for "each device at most once": for any valid completion c from a state
+    whose unused devices are U, cost(c) >= h(state) - sum of penalty over U, for any penalty
+    >= 0; so h - sum(penalty) is a lower bound on every plan, and penalties that discourage
+    the devices the relaxation reuses make it tighter. Returns (h, start, uses): the penalised
+    cost-to-go (L+1, D), the penalised start value, and how often the relaxed optimum uses
+    each device (the subgradient is uses - 1).
+    """
+    L, D = problem.n_slices, problem.n_devices
+    P, reach, T = problem.prefix_ms, problem.reach, problem.transfer
+    lat = np.full((L + 1, D), np.inf)
+    lat[L] = problem.transfer_out
+    arrive = np.full((L, D), np.inf)
+    arrive_stop = np.zeros((L, D), dtype=int)
+    stops = np.arange(L + 1)
+    for k in range(L - 1, -1, -1):
+        comp = P[:, k + 1 :] - P[:, k : k + 1] + penalty[:, None]
+        go = np.where(stops[None, k + 1 :] <= reach[:, k : k + 1], comp + lat[k + 1 :].T, np.inf)
+        best = go.argmin(axis=1)
+        arrive[k] = go[np.arange(D), best]
+        arrive_stop[k] = best + k + 1
+        lat[k] = (T[:, :, k] + arrive[k][None, :]).min(axis=1)
+    first = problem.transfer_in + arrive[0]
+    start = float(first.min())
+    uses = np.zeros(D)
+    if np.isfinite(start):  # walk the relaxed optimum forward to count device uses
+        e, k = int(first.argmin()), 0
+        while True:
+            uses[e] += 1
+            k = int(arrive_stop[k, e])
+            if k >= L:
+                break
+            e = int((T[e, :, k] + arrive[k]).argmin())
+    return lat, start, uses

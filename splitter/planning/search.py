@@ -23,20 +23,23 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 
 import numpy as np
 
 from splitter.planning.bottleneck import min_bottleneck
 from splitter.planning.problem import Problem, Stage, evaluate
-from splitter.planning.relaxation import Bounds, coverage, relaxed_bounds
+from splitter.planning.relaxation import Bounds, coverage, penalised_latency, relaxed_bounds
 
 OBJECTIVES = ("latency", "throughput")
 DIVE_NODES = 3000
 # Throughput: share of the remaining budget spent finding the fastest of the max-throughput
 # plans (the tie-break); the bottleneck itself is exact before this starts.
 TIE_BREAK_SHARE = 0.25
+# Latency: share of the budget spent raising the lower bound with Lagrangian penalties.
+LAGRANGE_SHARE = 0.15
+LAGRANGE_ROUNDS = 40
 
 
 @dataclass
@@ -156,6 +159,10 @@ def _expand(
     g_lat = (label.g_lat + tr)[:, None] + comp
     g_bot = np.maximum(np.maximum(label.g_bot, tr)[:, None], comp)
     f_lat = g_lat + bounds.latency[k + 1 :, E].T
+    if bounds.penalty is not None:  # Lagrangian: subtract the penalties of devices left unused
+        lam = bounds.penalty
+        unused = lam.sum() - sum(lam[f] for f in range(D) if (label.mask >> f) & 1) - lam[E]
+        f_lat = f_lat - np.where(stops[None, :] < L, unused[:, None], 0.0)
     f_bot = np.maximum(g_bot, bounds.bottleneck[k + 1 :, E].T)
     first, second = (f_lat, f_bot) if obj == 0 else (f_bot, f_lat)
     rows, cols = np.nonzero(valid & (first <= cap) & np.isfinite(first))
@@ -264,7 +271,41 @@ def _best_first(
     return _Outcome(best_key, best_stages, True, best_key[0], expansions)
 
 
+def _tighten(
+    problem: Problem, bounds: Bounds, upper: float, started: float, deadline: float
+) -> Bounds:
+    """Subgradient ascent on Lagrangian penalties (one per device) to raise the latency bound.
+
+    Spends at most LAGRANGE_SHARE of the budget; keeps the penalties with the best bound.
+    Returns ``bounds`` with penalised cost-to-go (or unchanged if nothing improved).
+    """
+    D = problem.n_devices
+    stop_at = started + LAGRANGE_SHARE * (deadline - started)
+    lam = np.zeros(D)
+    best_lb, best = bounds.start_latency, None
+    scale = 1.0
+    for _ in range(LAGRANGE_ROUNDS):
+        if time.perf_counter() > stop_at:
+            break
+        h, start, uses = penalised_latency(problem, lam)
+        lb = start - lam.sum()
+        if lb > best_lb + 1e-12:
+            best_lb, best = lb, (h, lam.copy())
+        grad = uses - 1.0
+        grad[(lam <= 0) & (grad < 0)] = 0.0  # projected: penalties stay >= 0
+        norm = float(grad @ grad)
+        if norm == 0.0 or upper - lb <= 1e-9 * upper:
+            break  # the relaxed optimum uses every device at most once: bound is tight
+        lam = np.maximum(0.0, lam + scale * (upper - lb) / norm * grad)
+        scale *= 0.9
+    if best is None:
+        return bounds
+    h, lam = best
+    return replace(bounds, latency=h, start_latency=best_lb, penalty=lam)
+
+
 def _latency(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -> SearchResult:
+    started = time.perf_counter()
     bounds = relaxed_bounds(problem)
     best: tuple[tuple[float, float], list[Stage] | None] = ((np.inf, np.inf), None)
     dived = _dive(problem, bounds, 0, deadline)
@@ -272,6 +313,8 @@ def _latency(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -
         key = _key(0, *evaluate(problem, plan))
         if key < best[0]:
             best = (key, list(plan))
+    if best[1] is not None and best[0][0] > bounds.start_latency:
+        bounds = _tighten(problem, bounds, best[0][0], started, deadline)
     out = _best_first(problem, bounds, 0, deadline, best)
     lower = out.key[0] if out.exhausted else max(out.open_bound, bounds.start_latency)
     return _result("latency", problem, out.stages, out.exhausted, lower, out.expansions, bounds)
