@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from splitter.planning.problem import Problem, Stage, evaluate, is_valid
 
 
@@ -21,19 +23,30 @@ def even_split(problem: Problem) -> list[Stage] | None:
 
 
 def best_two_devices(problem: Problem, objective: str) -> list[Stage] | None:
-    """Best split of the model in two contiguous parts on two distinct devices (exhaustive)."""
+    """Best split of the model in two contiguous parts on two distinct devices (exhaustive,
+    vectorised over device pairs and cut positions)."""
     L, D = problem.n_slices, problem.n_devices
-    if problem.max_stages < 2:
+    if problem.max_stages < 2 or L < 2 or D < 2:
         return None
-    plans = [
-        [(d, 0, k), (e, k, L)]
-        for d in range(D)
-        for k in range(1, int(problem.reach[d, 0]) + 1)
-        if k < L
-        for e in range(D)
-        if e != d and problem.fits(e, k, L)
-    ]
-    return _best(problem, plans, objective)
+    k = np.arange(1, L)  # the cut between the two parts
+    P = problem.prefix_ms
+    first = P[:, k] - P[:, :1]  # (D, L-1): compute of [0, k) on d
+    second = P[:, L : L + 1] - P[:, k]  # (D, L-1): compute of [k, L) on e
+    ok = (k[None, :] <= problem.reach[:, :1])[:, None, :] & (problem.reach[:, k] == L)[None, :, :]
+    link = problem.transfer[:, :, k]  # (D, D, L-1), inf on d == e
+    t_in = problem.transfer_in[:, None, None]
+    t_out = problem.transfer_out[None, :, None]
+    lat = (((t_in + first[:, None, :]) + link) + second[None, :, :]) + t_out
+    bot = np.maximum(np.maximum(t_in, first[:, None, :]), link)
+    bot = np.maximum(bot, np.maximum(second[None, :, :], t_out))
+    primary, secondary = (lat, bot) if objective == "latency" else (bot, lat)
+    primary = np.where(ok & np.isfinite(link), primary, np.inf)
+    if not np.isfinite(primary).any():
+        return None
+    best = primary.min()
+    tied = np.where(primary == best, secondary, np.inf)
+    d, e, i = np.unravel_index(int(tied.argmin()), tied.shape)
+    return [(int(d), 0, int(k[i])), (int(e), int(k[i]), L)]
 
 
 def _best(problem: Problem, plans: list[list[Stage]], objective: str) -> list[Stage] | None:
