@@ -28,7 +28,7 @@ from itertools import count
 
 import numpy as np
 
-from splitter.planning.bottleneck import min_bottleneck
+from splitter.planning.bottleneck import Budget, feasible_under, min_bottleneck
 from splitter.planning.problem import Problem, Stage, evaluate
 from splitter.planning.relaxation import Bounds, coverage, penalised_latency, relaxed_bounds
 
@@ -40,6 +40,10 @@ TIE_BREAK_SHARE = 0.25
 # Latency: share of the budget spent raising the lower bound with Lagrangian penalties.
 LAGRANGE_SHARE = 0.15
 LAGRANGE_ROUNDS = 40
+# Throughput: quick bisection probes before the exact branch and bound, each allowed this
+# share of the remaining budget.
+BISECT_PROBES = 12
+BISECT_SHARE = 0.05
 
 
 @dataclass
@@ -335,6 +339,8 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
         if bot < hi:
             hi, plan = bot, list(p)
     proven = not np.isfinite(lo)  # infinite bound: no plan even with devices reusable
+    if not proven and plan is not None:
+        hi, plan, lo = _bisect(problem, hi, plan, lo, deadline)
     if not proven:
         upper = float(np.nextafter(hi, 0.0)) if np.isfinite(hi) else np.inf
         found, proven = min_bottleneck(problem, upper, deadline, lower=lo)
@@ -354,6 +360,31 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
     result = _result("throughput", problem, plan, proven, hi if proven else lo, expansions, base)
     result.stats.update(stats, latency_tie_break_proven=float(fastest))
     return result
+
+
+def _bisect(
+    problem: Problem, hi: float, plan: list[Stage], lo: float, deadline: float
+) -> tuple[float, list[Stage], float]:
+    """Quick feasibility probes halfway between the bounds, each on a short leash: a found
+    plan lowers ``hi``, a proof of infeasibility raises ``lo``, a probe that runs out of its
+    time only moves the next probe up. Leaves the exact proof to the branch and bound."""
+    guess = lo  # below this, probes timed out (not proven)
+    for _ in range(BISECT_PROBES):
+        if hi - max(lo, guess) <= 0.01 * hi:
+            break
+        theta = (max(lo, guess) + hi) / 2
+        now = time.perf_counter()
+        leash = min(deadline, now + BISECT_SHARE * (deadline - now))
+        try:
+            found = feasible_under(problem, theta, leash)
+        except Budget:
+            guess = theta
+            continue
+        if found is None:
+            lo = theta
+        else:
+            hi, plan = evaluate(problem, found)[1], found
+    return hi, plan, lo
 
 
 def _capacity_bound(problem: Problem, base: Bounds, steps: int = 40) -> float:
