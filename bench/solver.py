@@ -17,6 +17,7 @@ import numpy as np
 
 from splitter.planning.baselines import baselines
 from splitter.planning.brute_force import brute_force
+from splitter.planning.graph import reference_solve
 from splitter.planning.problem import build_problem
 from splitter.planning.search import SearchResult, exact_search
 from splitter.profile import profile_from_dict
@@ -60,6 +61,34 @@ def grid(budget: float, sizes: list[int], fleet: list[int]) -> dict:
                 cells.append(f"{fmt(wall, result):>20} {ratio}")
             print(f"{n:>6} {d:>4} | {cells[0]} | {cells[1]}")
     return out
+
+
+def methods(budget: float) -> None:
+    """The three exact methods side by side on sizes the slow ones can still do."""
+    print("\n## exact methods compared (median of 5 seeds, tight memory, both objectives)")
+    print(f"{'size':>6} {'objective':>10} | {'brute force':>11} {'networkx':>9} {'search':>9} | "
+          f"{'nx/search':>9}")  # fmt: skip
+    for n, d in ((6, 3), (8, 4), (10, 4)):
+        for objective in ("latency", "throughput"):
+            times: dict[str, list[float]] = {"brute": [], "nx": [], "search": []}
+            for seed in range(5):
+                data = make_synthetic_profile(n, d, seed=seed, memory="tight", link_scale=30.0)
+                profile = profile_from_dict(data)
+                problem = build_problem(profile, 8)
+                t = time.perf_counter()
+                brute_force(profile, 8, problem.devices, problem.max_stages, 0.2)
+                times["brute"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                reference_solve(problem, objective)
+                times["nx"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                exact_search(problem, objective, budget)
+                times["search"].append(time.perf_counter() - t)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            print(
+                f"{n:>3}x{d:<2} {objective:>10} | {med['brute']:10.3f}s {med['nx']:8.3f}s "
+                f"{med['search']:8.3f}s | {med['nx'] / med['search']:9.1f}"
+            )
 
 
 def targets_200x8(budget: float, seeds: int) -> dict[str, float]:
@@ -127,6 +156,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [100, 250] if args.quick else [100, 250, 500, 1000]
     fleet = [4, 8] if args.quick else [4, 8, 16, 32]
+    methods(args.budget)
     table = grid(args.budget, sizes, fleet)
     worst = targets_200x8(args.budget, 2 if args.quick else 5)
     big = {

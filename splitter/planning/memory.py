@@ -35,8 +35,8 @@ def nothing_fits(problem: Problem) -> SplitterError:
                 )
             need = problem.memory_parts(big, s, s + 1)[0]
             return SplitterError(
-                f"layers {s}–{s} need {gib(need)} at batch {B}; largest device '{name}' has "
-                f"{gib(usable)} usable",
+                f"layer {s} (slice {s}) alone needs {gib(need)} at batch {B}; largest device "
+                f"'{name}' has {gib(usable)} usable",
                 fix,
             )
     need = problem.memory_parts(big, 0, L)[0]
