@@ -56,8 +56,8 @@ def read_plan(plan_path: Path | str) -> tuple[Path, int, list[PlannedStage]]:
     if not isinstance(slices, dict) or not isinstance(slices.get("path"), str):
         raise bad("slices.path", "the path of the slice set's manifest.json")
     slice_path = Path(slices["path"])
-    if not slice_path.is_absolute():
-        slice_path = path.parent / slice_path
+    if not slice_path.is_absolute() and (path.parent / slice_path).exists():
+        slice_path = path.parent / slice_path  # relative to the plan first, else to the cwd
     slice_dir = slice_path.parent if slice_path.name.endswith(".json") else slice_path
     raw = data.get("stages")
     if not isinstance(raw, list) or not raw:
