@@ -96,7 +96,6 @@ def min_bottleneck(
             keep = np.ones(rows.size, dtype=bool)
             keep[inner] = (fast & runs.T).any(axis=1)
             rows, cols = rows[keep], cols[keep]
-        rows, cols = np.nonzero(valid)
         order = np.argsort(-cols, kind="stable")
         return free[rows[order]], cols[order] + k + 1
 
