@@ -74,27 +74,62 @@ class ConversionResult:
         return "litert" if self.ok else "tensorflow"
 
 
-def convert_to_tflite(model: Any, path: Path | str) -> ConversionResult:
+def convert_to_tflite(model: Any, path: Path | str, *, check: bool = True) -> ConversionResult:
     """Convert with TFLite builtin ops only, so the file runs on plain ``ai-edge-litert``.
 
-    Select-TF ops would convert but fail on the edge interpreter, so they are not allowed;
-    a failure is returned (with its reason) rather than raised, and the caller falls back
-    to the TensorFlow backend.
+    Select-TF ops would convert but fail on the edge interpreter, so they are not allowed.
+    With ``check``, each candidate file is run once on random input and must reproduce the
+    Keras model (a conversion can succeed and still compute garbage, e.g. weights left as
+    resource variables that read as NaN); the next method is tried otherwise. A failure is
+    returned with its reason rather than raised: the stage then runs on TensorFlow.
     """
     path = Path(path)
     started = time.perf_counter()
     errors = []
-    for convert in (_convert_traced, _convert_exported):
+    for convert in (_convert_traced, _convert_frozen_keras, _convert_exported):
         try:
             content = convert(model)
         except Exception as error:  # the converter raises many types; all mean "not this way"
             lines = str(error).strip().splitlines()
             errors.append((lines[0] if lines else type(error).__name__)[:500])
             continue
+        if check:
+            mismatch = _numeric_mismatch(model, content)
+            if mismatch:
+                errors.append(f"{convert.__name__.strip('_')}: {mismatch}")
+                continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         return ConversionResult(True, path, None, time.perf_counter() - started, len(content))
     return ConversionResult(False, None, errors[-1], time.perf_counter() - started)
+
+
+CHECK_TOLERANCE = 1e-3  # relative; XNNPACK reorders float sums
+
+
+def _numeric_mismatch(model: Any, content: bytes) -> str | None:
+    """Why the converted ``content`` does not reproduce ``model``, or None when it does."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from splitter.verify import compare
+
+    specs = [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)} for t in model.inputs]
+    from splitter.verify import random_inputs
+
+    given = random_inputs(specs, 1, seed=7)
+    expected = {k: np.asarray(v) for k, v in model(given).items()}
+    try:
+        runner = Interpreter(model_content=content).get_signature_runner()
+        got = dict(runner(**given))
+    except Exception as error:  # an interpreter that cannot run the file
+        return f"the converted file does not run ({str(error).splitlines()[0][:200]})"
+    if set(got) != set(expected):
+        return f"outputs {sorted(got)} differ from the model's {sorted(expected)}"
+    _, relative = compare(expected, got)
+    if not np.isfinite(relative) or relative > CHECK_TOLERANCE:
+        return f"the converted file computes different values (relative difference {relative:.3g})"
+    return None
 
 
 def _converter_for(source: Any) -> Any:
@@ -115,6 +150,15 @@ def _convert_traced(model: Any) -> bytes:
     return _converter_for(
         tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     ).convert()
+
+
+def _convert_frozen_keras(model: Any) -> bytes:
+    """Second try: the Keras converter with resource variables off (weights frozen)."""
+    import tensorflow as tf
+
+    converter = _converter_for(tf.lite.TFLiteConverter.from_keras_model(model))
+    converter.experimental_enable_resource_variables = False
+    return converter.convert()
 
 
 def _convert_exported(model: Any) -> bytes:

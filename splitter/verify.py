@@ -69,6 +69,8 @@ def compare(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[float
         ref = np.asarray(ref, dtype=np.float64)
         got = np.asarray(candidate[name], dtype=np.float64)
         diff = float(np.max(np.abs(ref - got))) if ref.size else 0.0
+        if not np.isfinite(diff):  # NaN would compare as "not worse" below
+            diff = float("inf")
         scale = float(np.max(np.abs(ref))) if ref.size else 0.0
         worst_abs = max(worst_abs, diff)
         worst_rel = max(worst_rel, diff / max(scale, 1e-12))

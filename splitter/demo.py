@@ -1,0 +1,173 @@
+"""`make demo`: the whole flow on the embedded default, one step after another.
+
+Builds a real example model (MobileNetV2, weights=None), slices and verifies it, measures
+it on a 3-device lab (root) through Ansible, plans the placement, runs the planned stages
+as local processes wired with CURVE-secured ZeroMQ, compares their answers with the whole
+model's, and takes everything down again. Each step prints what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from rich.console import Console
+from rich.table import Table
+
+from splitter.errors import SplitterError
+
+console = Console()
+REQUESTS = 50
+
+
+def step(title: str) -> float:
+    console.rule(f"[bold]{title}")
+    return time.perf_counter()
+
+
+def done(started: float, what: str) -> None:
+    console.print(f"[green]✓[/] {what} [dim]({time.perf_counter() - started:.1f} s)[/]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=Path("work-demo"))
+    parser.add_argument("--model", default="mobilenetv2", help="example model to use")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.workdir, args.model)
+    except SplitterError as error:
+        console.print(f"[bold red]error:[/] {error.message}")
+        return 2
+
+
+def run(workdir: Path, kind: str) -> int:
+    from splitter.cli.app import import_tensorflow_quietly
+
+    began = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary: list[tuple[str, str]] = []
+
+    started = step("1. model")
+    import_tensorflow_quietly()
+    from splitter.examples import write_example_model
+
+    model_path = write_example_model(workdir / f"{kind}.keras", kind)
+    done(started, f"built {kind} (keras.applications, weights=None) → {model_path}")
+
+    started = step("2. slice --verify")
+    from splitter.slicing import slice_model
+
+    result = slice_model(model_path, workdir / "slices", verify=True, force=True)
+    report = result.verification
+    done(started, f"{result.slice_count} slices; chain vs model max |diff| {report.max_abs:.2g}")
+    summary.append(("slices", f"{result.slice_count} (max |diff| {report.max_abs:.2g})"))
+
+    started = step("3. lab + benchmark")
+    profile_path = workdir / "profile.json"
+    lab_name = _benchmark(workdir, profile_path, summary)
+    done(started, f"profile → {profile_path}")
+
+    started = step("4. configure")
+    plan_path = workdir / "plan.yaml"
+    plan = _configure(profile_path, plan_path)
+    stages = ", ".join(f"{s['device']}[{s['start']}:{s['stop']})" for s in plan["stages"])
+    done(started, f"plan → {plan_path}: {stages}")
+    summary.append(("plan", f"{len(plan['stages'])} stages: {stages}"))
+    summary.append(("predicted latency", f"{plan['predicted']['latency_ms']:.2f} ms"))
+
+    started = step("5. run the stages (local processes, CURVE) and predict")
+    measured_ms, max_diff = _serve_and_compare(plan_path, model_path, workdir / "run")
+    done(started, f"{REQUESTS} requests; p50 {measured_ms:.2f} ms; max |diff| {max_diff:.2g}")
+    summary.append(("measured latency p50", f"{measured_ms:.2f} ms"))
+    summary.append(("pipeline vs whole model", f"max |diff| {max_diff:.2g}"))
+
+    started = step("6. undo")
+    if lab_name:
+        from splitter.lab import lab_down
+
+        lab_down(lab_name)
+    shutil.rmtree(workdir / "run", ignore_errors=True)
+    done(started, "stages stopped, lab removed")
+
+    table = Table(title=f"splitter demo — {time.perf_counter() - began:.0f} s")
+    table.add_column("what")
+    table.add_column("result")
+    for row in summary:
+        table.add_row(*row)
+    console.print(table)
+    ok = max_diff <= 1e-3
+    console.print("[green]demo passed[/]" if ok else "[red]outputs differ from the model[/]")
+    return 0 if ok else 1
+
+
+def _benchmark(workdir: Path, profile_path: Path, summary: list) -> str | None:
+    from splitter.benchmark import run_benchmark
+    from splitter.lab import LabSpec, lab_up
+
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        raise SplitterError(
+            "the demo's devices are a lab of network namespaces, which needs root and sshd",
+            "run `make demo` as root (sudo) with openssh-server installed",
+        )
+    spec = LabSpec(name="demo", devices=3, memory=(512 << 20, 1 << 30, 1 << 30),
+                   cpus=(0.5, 1.0, 1.0), subnet_index=5)  # fmt: skip
+    lab = lab_up(spec)
+    try:
+        report = run_benchmark(workdir / "slices", lab.inventory, [1], profile_path)
+    except BaseException:
+        from splitter.lab import lab_down
+
+        lab_down(spec.name)
+        raise
+    for device in report.profile["devices"]:
+        total = sum(t for t in device["compute"]["1"]["median_ms"] if t is not None)
+        summary.append(
+            (f"device {device['name']}", f"{device['cpus']:g} CPU, "
+             f"{device['usable_memory_bytes'] / 2**20:.0f} MiB usable, Σ slices {total:.1f} ms")
+        )  # fmt: skip
+    return spec.name
+
+
+def _configure(profile_path: Path, plan_path: Path) -> dict:
+    import subprocess
+
+    import yaml
+
+    cli = Path(sys.executable).with_name("splitter")
+    subprocess.run([str(cli), "configure", str(profile_path), "-o", str(plan_path)], check=True)
+    return yaml.safe_load(plan_path.read_text())
+
+
+def _serve_and_compare(plan_path: Path, model_path: Path, workdir: Path) -> tuple[float, float]:
+    import keras
+    import numpy as np
+
+    from splitter.run_local import run_local
+
+    model = keras.saving.load_model(model_path)
+    rng = np.random.default_rng(0)
+    pipeline = run_local(plan_path, workdir)
+    latencies, worst = [], 0.0
+    try:
+        with pipeline.client() as client:
+            for _ in range(REQUESTS):
+                x = rng.standard_normal((1, *model.inputs[0].shape[1:])).astype("float32")
+                tick = time.perf_counter()
+                answer = client.predict(x)
+                latencies.append((time.perf_counter() - tick) * 1000)
+                (got,) = answer.values()
+                worst = max(worst, float(np.max(np.abs(np.asarray(model(x)) - got))))
+    finally:
+        pipeline.stop()
+    return float(np.median(latencies)), worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
