@@ -33,7 +33,7 @@ from pathlib import Path
 
 from splitter.errors import SplitterError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Backend name (as in the plan and the role's runtime_backend) -> extra of splitter-runtime.
 BACKEND_EXTRAS = {"litert": "litert", "tensorflow": "tensorflow"}
 # Oldest glibc the downloaded wheels may need. 2.28 = Debian 10, Ubuntu 20.04, RHEL 8 and
@@ -117,6 +117,7 @@ def prepare_wheelhouse(
             else:
                 _download(staging, python_version, arch, glibc, extra)
             wheels = sorted(p.name for p in staging.glob("*.whl"))
+            pip_wheels = [name for name in wheels if name.startswith("pip-")]
             archive = _archive(staging, wheels)
             manifest = {
                 "schema_version": SCHEMA_VERSION,
@@ -128,6 +129,9 @@ def prepare_wheelhouse(
                 "platforms": platform_tags(arch, glibc),
                 "requirement": f"splitter-runtime[{extra}]",
                 "runtime_wheel": runtime_wheel.name,
+                # The device runs this pip (python <wheel>/pip ...), not the venv's: Debian's and
+                # Ubuntu's ensurepip give pip 20-23, and --report needs 22.2.
+                "pip_wheel": pip_wheels[-1] if pip_wheels else None,
                 "runtime_wheel_sha256": _sha256(runtime_wheel),
                 "source_sha256": source_sha,
                 "requirements_sha256": requirements_sha,
@@ -278,7 +282,7 @@ def _download(dest: Path, python_version: str, arch: str, glibc: str, extra: str
     _pip(
         "download", "--quiet", "--only-binary=:all:", "--implementation", "cp",
         "--python-version", python_version, *platforms,
-        "--find-links", str(dest), "--dest", str(dest), f"splitter-runtime[{extra}]",
+        "--find-links", str(dest), "--dest", str(dest), f"splitter-runtime[{extra}]", "pip",
         what=f"downloading the runtime's dependencies for Python {python_version} on {arch}",
     )  # fmt: skip
 
