@@ -192,6 +192,21 @@ def test_runtime_role_installs_offline_idempotently_and_undoes_exactly(lab, tmp_
     assert result.failed_hosts == {}
     assert changed == {name: 0 for name in devices}, changed
 
+    # The runtime's code changes but not its version: the rebuilt wheel is reinstalled.
+    source = tmp_path / "runtime"
+    shutil.copytree(
+        ROOT / "runtime", source, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
+    )
+    init = source / "splitter_runtime" / "__init__.py"
+    init.write_text(init.read_text() + "\nREBUILT_FOR_TEST = True\n")
+    rebuilt = prepare_wheelhouse(version, arch, "litert", tmp_path / "cache", runtime_dir=source)
+    result, changed = _run(inv, runtime_wheelhouse=str(rebuilt.parent))
+    assert result.failed_hosts == {} and all(changed[name] > 0 for name in devices), changed
+    for name, device in devices.items():
+        python = f"{NESTED if name == 'dev3' else '/opt/splitter'}/venv/bin/python"
+        done = _ssh(lab, device, f"{python} -c 'import splitter_runtime as r; r.REBUILT_FOR_TEST'")
+        assert done.returncode == 0, f"{name}: {done.stderr[-1000:]}"
+
     # Undo: each device's install paths are as they were before; undo again changes nothing.
     t0 = time.monotonic()
     result, changed = _run(inv, runtime_state="absent")
