@@ -116,4 +116,4 @@ def _render(result, output: Path, plot: Path | None) -> None:
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"wrote {output}" + (f" and {plot}" if plot else ""))
-    console.print(f"next: splitter deploy {output}")
+    console.print(f"next: run it with `splitter run-local {output}`")
