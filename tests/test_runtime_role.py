@@ -135,12 +135,7 @@ def test_runtime_role_installs_offline_idempotently_and_undoes_exactly(lab, tmp_
     cache_root = wheelhouse.parent
 
     # Check mode on fresh devices: reports changes, makes none (plain ansible-playbook).
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inv),
-         "playbooks/runtime.yml", "--check", "-e", f"runtime_wheelhouse={cache_root}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:]
+    done = _playbook_check(inv, f"runtime_wheelhouse={cache_root}")
     for name in devices:
         assert "changed=0" not in _recap(done.stdout, name), done.stdout[-3000:]
         assert _snapshot(lab, devices[name]) == before[name], f"check mode changed {name}"
@@ -185,12 +180,14 @@ def test_runtime_role_installs_offline_idempotently_and_undoes_exactly(lab, tmp_
         assert record["created_dirs"] == expected_dirs
         assert sorted(record["created_trees"]) == [f"{root}/venv", f"{root}/wheels"]
 
-    # Same inputs again: nothing changes.
+    # Same inputs again: nothing changes, and check mode agrees.
     t0 = time.monotonic()
     result, changed = _run(inv, runtime_wheelhouse=str(cache_root))
     t_second = time.monotonic() - t0
     assert result.failed_hosts == {}
     assert changed == {name: 0 for name in devices}, changed
+    done = _playbook_check(inv, f"runtime_wheelhouse={cache_root}")
+    assert all("changed=0" in _recap(done.stdout, name) for name in devices), done.stdout[-3000:]
 
     # The runtime's code changes but not its version: the rebuilt wheel is reinstalled.
     source = tmp_path / "runtime"
@@ -224,6 +221,17 @@ def test_runtime_role_installs_offline_idempotently_and_undoes_exactly(lab, tmp_
     )
     for device in lab.devices:
         _ssh(lab, device, "rm -f /opt/splitter/keep.txt /var/lib/splitter/other.json")
+
+
+def _playbook_check(inventory: Path, extravars: str) -> subprocess.CompletedProcess:
+    """Plain ansible-playbook --check (how a user runs it by hand)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
+         "playbooks/runtime.yml", "--check", "-e", extravars],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    return done
 
 
 def _recap(stdout: str, host: str) -> str:
