@@ -57,11 +57,12 @@ def lab():
     from splitter.lab import LabSpec, lab_down, lab_up
 
     spec = LabSpec(
-        name="test",
+        # Unique per test process: two test runs at once must not share (and tear down) a lab.
+        name=f"t{os.getpid() % 100000}",
         devices=3,
         memory=(256 << 20, 512 << 20, 1 << 30),
         cpus=(0.5, 1.0, 1.0),
-        subnet_index=7,
+        subnet_index=20 + os.getpid() % 200,
     )
     built = lab_up(spec)
     try:

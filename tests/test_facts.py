@@ -58,7 +58,8 @@ def test_unreachable_and_broken_hosts_are_reported_by_name(lab, tmp_path):
     inventory = yaml.safe_load(lab.inventory.read_text())
     hosts = inventory["all"]["children"]["splitter_devices"]["hosts"]
     ssh_args = inventory["all"]["vars"]["ansible_ssh_common_args"] + " -o ConnectTimeout=2"
-    hosts["ghost"] = {"ansible_host": "10.231.7.99", "ansible_ssh_common_args": ssh_args}
+    ghost = lab.bridge_address.rsplit(".", 1)[0] + ".99"  # in the lab's subnet, nobody there
+    hosts["ghost"] = {"ansible_host": ghost, "ansible_ssh_common_args": ssh_args}
     hosts["nopython"] = dict(hosts["dev2"], ansible_python_interpreter="/nonexistent/python3")
     broken = tmp_path / "inventory.yml"
     broken.write_text(yaml.safe_dump(inventory))

@@ -29,7 +29,7 @@ def test_each_device_has_its_own_host_name_limits_and_install_paths(lab):
     for device in lab.devices:
         assert ssh(lab, device, "hostname").strip() == device.name
         cgroups = ssh(lab, device, "cat /proc/self/cgroup")
-        assert f"/splitter-lab/test/{device.name}" in cgroups
+        assert f"/splitter-lab/{lab.name}/{device.name}" in cgroups
         ssh(lab, device, f"echo {device.name} > /opt/splitter/owner")
         seen.add(ssh(lab, device, "cat /opt/splitter/owner").strip())
     assert seen == {d.name for d in lab.devices}  # no device sees another's /opt/splitter
@@ -46,7 +46,7 @@ def test_devices_reach_each_other_over_the_bridge(lab):
 
 
 def test_status_reports_every_device_up(lab):
-    state = lab_status("test")
+    state = lab_status(lab.name)
     assert state["up"] and [d["name"] for d in state["devices"]] == ["dev1", "dev2", "dev3"]
     assert [d["memory_bytes"] for d in state["devices"]] == [256 << 20, 512 << 20, 1 << 30]
 
