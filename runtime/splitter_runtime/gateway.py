@@ -34,6 +34,7 @@ from splitter_runtime.stage import _bind
 
 log = logging.getLogger("splitter_runtime.gateway")
 _CLIENT_KINDS = frozenset({"infer", "status", "info"})
+STOP_GRACE_S = 0.3
 _STATE_FROM_BEAT = {"serving": "up", "draining": "draining", "stopped": "stopped"}
 
 
@@ -123,15 +124,20 @@ class Gateway:
             for s in (self.clients, self.results, self.beats):
                 poller.register(s, zmq.POLLIN)
             stop_deadline: float | None = None
+            idle_since = time.monotonic()
             while True:
                 if self._stop.is_set() and stop_deadline is None:
                     lim = self.cfg.limits
                     drain_ms = min(lim.request_timeout_ms, lim.drain_timeout_ms)
                     stop_deadline = time.monotonic() + drain_ms / 1000
-                if stop_deadline is not None and (
-                    not self.inflight or time.monotonic() > stop_deadline
-                ):
-                    break
+                if stop_deadline is not None:
+                    now = time.monotonic()
+                    if self.inflight:
+                        idle_since = now
+                    # Keep answering a moment after the last reply so clients read it before
+                    # the connection closes (closing right away lost replies under load).
+                    if now > stop_deadline or now - idle_since > STOP_GRACE_S:
+                        break
                 timeout = 5 if self.waiting else 50
                 events = dict(poller.poll(timeout))
                 if self.results in events:
@@ -145,6 +151,7 @@ class Gateway:
         finally:
             for pending_id in list(self.inflight):
                 self._fail(pending_id, "gateway", "the gateway stopped", "resubmit later")
+            log.info("gateway: stopped; %s", json.dumps(self.counts))
             for s in ("clients", "first", "results", "beats"):
                 if hasattr(self, s):
                     getattr(self, s).close()
@@ -393,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         gw = Gateway(load_gateway(args.config))
         signal.signal(signal.SIGTERM, gw.request_stop)
         signal.signal(signal.SIGINT, gw.request_stop)
-        return gw.run()
+        code = gw.run()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: exit cleanly
+        return code
     except RuntimeFailure as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -249,8 +249,8 @@ class LocalPipeline:
         for name in stages:
             if self.procs[name].poll() is None:
                 self.procs[name].send_signal(signal.SIGTERM)
-        for name in stages:
-            codes[name] = self._terminate(self.procs[name], timeout_s)
+        for name in stages:  # already signalled: only wait (a second SIGTERM is not sent)
+            codes[name] = self._terminate(self.procs[name], timeout_s, signal_first=False)
         for f in self._logs.values():
             f.close()
         self.procs.clear()
@@ -258,9 +258,12 @@ class LocalPipeline:
         return codes
 
     @staticmethod
-    def _terminate(proc: subprocess.Popen, timeout_s: float) -> int | None:
+    def _terminate(
+        proc: subprocess.Popen, timeout_s: float, signal_first: bool = True
+    ) -> int | None:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            if signal_first:
+                proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:

@@ -385,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         server = StageServer(cfg)
         signal.signal(signal.SIGTERM, server.request_stop)
         signal.signal(signal.SIGINT, server.request_stop)
-        return server.run()
+        code = server.run()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: exit cleanly
+        return code
     except RuntimeFailure as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -122,7 +122,8 @@ def test_run_local_serves_a_plan_and_stops_cleanly(slice_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 stages up" in proc.stdout and "3 predictions" in proc.stdout
-    assert "drained and stopped every process" in proc.stdout
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "run" / "logs").glob("*.log")))
+    assert "drained and stopped every process" in proc.stdout, proc.stderr + logs[-3000:]
     assert (tmp_path / "run" / "s0-local-a.stage.yaml").exists()
 
 
