@@ -7,16 +7,20 @@ own memory model code, so an error in the solver's arrays shows up here.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from splitter.planning import subset_dp
+from splitter.planning.bottleneck import Budget, min_bottleneck
 from splitter.planning.brute_force import brute_force
 from splitter.planning.graph import reference_solve
-from splitter.planning.problem import build_problem, is_valid
+from splitter.planning.problem import build_problem, evaluate, is_valid
 from splitter.planning.relaxation import relaxed_bounds
 from splitter.planning.search import exact_search
+from splitter.planning.subset_dp import solve as subset_solve
 from splitter.profile import profile_from_dict
 from splitter.synthetic import make_synthetic_profile
 
@@ -167,3 +171,87 @@ def test_max_stages_is_respected():
         problem = build_problem(profile, batch, headroom=headroom, max_stages=k)
         got = exact_search(problem, "throughput")
         assert got.stages is None or len(got.stages) <= k
+
+
+@pytest.mark.parametrize("objective", ["bottleneck", "latency"])
+def test_subset_dp_equals_brute_force(objective):
+    """The dense DP over (used set, device, cut) alone, unrestricted and at θ*."""
+    index = 1 if objective == "bottleneck" else 0
+    for seed in SEEDS:
+        profile, batch, max_stages, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom, max_stages=max_stages)
+        plans = brute_force(profile, batch, problem.devices, problem.max_stages, headroom)
+        got = subset_solve(problem, objective, np.inf, time.perf_counter() + 30)
+        if not plans:
+            assert got is None, seed
+            continue
+        value, stages = got
+        assert is_valid(problem, stages), seed
+        assert evaluate(problem, stages)[index] == value, seed  # bit-equal to evaluate
+        assert _close(value, min(p[index] for p in plans)), (seed, value)
+        if objective == "latency":  # at θ*: the fastest of the max-throughput plans
+            theta = subset_solve(problem, "bottleneck", np.inf, time.perf_counter() + 30)[0]
+            want = _truth(plans, "throughput")[0]
+            value, stages = subset_solve(problem, "latency", theta, time.perf_counter() + 30)
+            assert evaluate(problem, stages)[1] <= theta and _close(value, want), seed
+
+
+def test_throughput_uses_the_dense_dp_and_branch_and_bound_stays_exact(monkeypatch):
+    """Small fleets go through the DP; with the DP switched off, the branch and bound (what
+    large fleets use) must give the same optimum, tie-break included."""
+    for seed in range(0, 300, 2):
+        profile, batch, max_stages, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom, max_stages=max_stages)
+        dense = exact_search(problem, "throughput", budget_s=30)
+        assert dense.stats["dense_dp"] == 1.0 and dense.optimal
+        with monkeypatch.context() as m:
+            m.setattr(subset_dp, "MAX_STATES", 0)
+            bb = exact_search(problem, "throughput", budget_s=30)
+        assert bb.stats["dense_dp"] == 0.0 and bb.optimal
+        if dense.stages is None:
+            assert bb.stages is None, seed
+            continue
+        assert _close(bb.bottleneck_ms, dense.bottleneck_ms), seed
+        assert _close(bb.latency_ms, dense.latency_ms), seed
+
+
+def test_throughput_avoids_a_b_a():
+    """The bottleneck relaxation alternates the fast small devices A, B, A, B; the DP may not,
+    so the slow roomy device C takes a part and the bottleneck is far above the relaxation."""
+    profile = profile_from_dict(_two_fast_small_devices())
+    problem = build_problem(profile, 1)
+    relaxed = relaxed_bounds(problem).start_bottleneck
+    got = exact_search(problem, "throughput")
+    assert got.stats["dense_dp"] == 1.0 and got.optimal
+    devices = [d for d, _, _ in got.stages]
+    assert len(set(devices)) == len(devices) and 2 in devices
+    assert relaxed < got.bottleneck_ms - 1.0
+    plans = brute_force(profile, 1, problem.devices, problem.max_stages, 0.2)
+    lat, bot = _truth(plans, "throughput")
+    assert _close(got.bottleneck_ms, bot) and _close(got.latency_ms, lat)
+
+
+def test_subset_dp_medium_profiles_match_branch_and_bound():
+    """Beyond brute force: 40 × 6 profiles, tight and roomy, DP vs the branch and bound."""
+    for seed in range(6):
+        memory = ("roomy", "tight")[seed % 2]
+        data = make_synthetic_profile(40, 6, seed=seed, memory=memory, link_scale=(1, 30)[seed % 2])
+        problem = build_problem(profile_from_dict(data), 8)
+        deadline = time.perf_counter() + 60
+        got = subset_solve(problem, "bottleneck", np.inf, deadline)
+        want, proven = min_bottleneck(problem, np.inf, deadline)
+        assert proven
+        if want is None:
+            assert got is None
+            continue
+        assert is_valid(problem, got[1])
+        assert got[0] == evaluate(problem, want)[1], seed
+
+
+def test_subset_dp_budget():
+    data = make_synthetic_profile(200, 8, seed=0)
+    problem = build_problem(profile_from_dict(data), 8)
+    with pytest.raises(Budget):
+        subset_solve(problem, "bottleneck", np.inf, time.perf_counter() - 1)
+    got = exact_search(problem, "throughput", budget_s=0.0)  # stops at once, bound holds
+    assert not got.optimal and got.lower_bound <= got.bottleneck_ms

@@ -31,6 +31,8 @@ import numpy as np
 from splitter.planning.bottleneck import Budget, feasible_under, min_bottleneck
 from splitter.planning.problem import Problem, Stage, evaluate
 from splitter.planning.relaxation import Bounds, coverage, penalised_latency, relaxed_bounds
+from splitter.planning.subset_dp import dense_fits
+from splitter.planning.subset_dp import solve as subset_solve
 
 OBJECTIVES = ("latency", "throughput")
 DIVE_NODES = 3000
@@ -339,17 +341,33 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
         if bot < hi:
             hi, plan = bot, list(p)
     proven = not np.isfinite(lo)  # infinite bound: no plan even with devices reusable
-    if not proven and plan is not None:
+    dense = dense_fits(problem)
+    if not proven and dense:  # small fleet: the exact DP over (used set, device, cut)
+        try:
+            found = subset_solve(problem, "bottleneck", hi, deadline, cap=hi)
+            if found is not None:
+                hi, plan = evaluate(problem, found[1])[1], found[1]
+            proven = True  # None: nothing at or below the incumbent (or no plan at all)
+        except Budget:
+            pass
+    if not proven and not dense and plan is not None:
         hi, plan, lo = _bisect(problem, hi, plan, lo, deadline)
-    if not proven:
+    if not proven and not dense:
         upper = float(np.nextafter(hi, 0.0)) if np.isfinite(hi) else np.inf
-        found, proven = min_bottleneck(problem, upper, deadline, lower=lo)
-        if found is not None:
-            hi, plan = evaluate(problem, found)[1], found
+        found_bb, proven = min_bottleneck(problem, upper, deadline, lower=lo)
+        if found_bb is not None:
+            hi, plan = evaluate(problem, found_bb)[1], found_bb
     expansions = 0
     fastest = False
-    stats = {"bottleneck_s": time.perf_counter() - started}
-    if proven and plan is not None:  # θ* is known: the lowest-latency plan at θ* (tie-break)
+    stats = {"bottleneck_s": time.perf_counter() - started, "dense_dp": float(dense)}
+    if proven and plan is not None and dense:  # θ* known: fastest plan at θ* by the same DP
+        try:
+            cap = evaluate(problem, plan)[0]
+            fast = subset_solve(problem, "latency", hi, deadline, cap=cap)
+            plan, fastest = (fast[1] if fast is not None else plan), True
+        except Budget:
+            pass
+    elif proven and plan is not None:  # θ* is known: the lowest-latency plan at θ* (tie-break)
         bounds = relaxed_bounds(problem, hi)
         left = deadline - time.perf_counter()
         tie_deadline = time.perf_counter() + max(0.0, TIE_BREAK_SHARE * left)
