@@ -255,3 +255,39 @@ def test_subset_dp_budget():
         subset_solve(problem, "bottleneck", np.inf, time.perf_counter() - 1)
     got = exact_search(problem, "throughput", budget_s=0.0)  # stops at once, bound holds
     assert not got.optimal and got.lower_bound <= got.bottleneck_ms
+
+
+@pytest.mark.parametrize("bottleneck", [True, False])
+def test_last_stage_equals_a_full_scan(bottleneck):
+    """The range-minimum step of the DP against every start k tried one by one."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        p, n = int(rng.integers(1, 6)), int(rng.integers(2, 80))
+        A = rng.uniform(0, 50, size=(p, n)).round(int(rng.integers(0, 3)))  # ties too
+        A[rng.random((p, n)) < 0.4] = np.inf
+        steps = rng.uniform(0, 5, size=(p, n - 1)) * (rng.random((p, n - 1)) < 0.8)
+        Pp = np.concatenate([np.zeros((p, 1)), np.cumsum(steps, axis=1)], axis=1)
+        lop = np.minimum(
+            np.maximum.accumulate(rng.integers(0, n, size=(p, n)) // 2, axis=1), np.arange(n)
+        )
+        value, step = subset_dp.last_stage(A, Pp, lop, bottleneck, time.perf_counter() + 10)
+        for r in range(p):
+            for b in range(n):
+                ks = range(lop[r, b], b)
+                costs = [
+                    max(A[r, k], Pp[r, b] - Pp[r, k])
+                    if bottleneck
+                    else A[r, k] + (Pp[r, b] - Pp[r, k])
+                    for k in ks
+                ]
+                want = min(costs, default=np.inf)
+                if not np.isfinite(want):
+                    assert value[r, b] == np.inf
+                    continue
+                k = b - step[r, b]
+                assert lop[r, b] <= k < b
+                assert value[r, b] == costs[k - lop[r, b]]  # the value of the chosen start
+                if bottleneck:
+                    assert value[r, b] == want
+                else:
+                    assert _close(value[r, b], want)

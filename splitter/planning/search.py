@@ -31,7 +31,7 @@ import numpy as np
 from splitter.planning.bottleneck import Budget, feasible_under, min_bottleneck
 from splitter.planning.problem import Problem, Stage, evaluate
 from splitter.planning.relaxation import Bounds, coverage, penalised_latency, relaxed_bounds
-from splitter.planning.subset_dp import dense_fits
+from splitter.planning.subset_dp import DP_SHARE, SURE_STATES, dense_fits, dense_states
 from splitter.planning.subset_dp import solve as subset_solve
 
 OBJECTIVES = ("latency", "throughput")
@@ -343,16 +343,19 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
     proven = not np.isfinite(lo)  # infinite bound: no plan even with devices reusable
     dense = dense_fits(problem)
     if not proven and dense:  # small fleet: the exact DP over (used set, device, cut)
+        share = 1.0 if dense_states(problem) <= SURE_STATES else DP_SHARE
         try:
-            found = subset_solve(problem, "bottleneck", hi, deadline, cap=hi)
+            found = subset_solve(
+                problem, "bottleneck", hi, started + share * (deadline - started), cap=hi
+            )
             if found is not None:
                 hi, plan = evaluate(problem, found[1])[1], found[1]
             proven = True  # None: nothing at or below the incumbent (or no plan at all)
         except Budget:
-            pass
-    if not proven and not dense and plan is not None:
+            dense = False  # out of its share: the branch and bound takes what is left
+    if not proven and plan is not None:
         hi, plan, lo = _bisect(problem, hi, plan, lo, deadline)
-    if not proven and not dense:
+    if not proven:
         upper = float(np.nextafter(hi, 0.0)) if np.isfinite(hi) else np.inf
         found_bb, proven = min_bottleneck(problem, upper, deadline, lower=lo)
         if found_bb is not None:

@@ -29,14 +29,23 @@ import numpy as np
 from splitter.planning.bottleneck import Budget
 from splitter.planning.problem import Problem, Stage
 
-# 2^D · D · (L+1) states at most for the dense DP (200 × 8: 0.4 M; 1000 × 8: 2 M).
-MAX_STATES = 4_000_000
+# The dense DP is used while its 2^D · D · (L+1) states are at most MAX_STATES (200 × 8:
+# 0.4 M; 200 × 11, 1000 × 9: 4.6 M). Above SURE_STATES it gets only DP_SHARE of the budget,
+# the branch and bound the rest if it runs out.
+MAX_STATES = 6_000_000
+SURE_STATES = 2_500_000
+DP_SHARE = 0.6
+
+
+def dense_states(problem: Problem) -> int:
+    """Size of the (set, device, cut) state space."""
+    D, L = problem.n_devices, problem.n_slices
+    return (1 << min(D, 40)) * D * (L + 1)
 
 
 def dense_fits(problem: Problem) -> bool:
     """Is the (set, device, cut) state space small enough for the dense DP?"""
-    D, L = problem.n_devices, problem.n_slices
-    return D <= 20 and (1 << D) * D * (L + 1) <= MAX_STATES
+    return problem.n_devices <= 30 and dense_states(problem) <= MAX_STATES
 
 
 def windows(problem: Problem, theta: float) -> np.ndarray:
@@ -70,6 +79,87 @@ def cover_of(lo: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(length[:, ::-1], axis=1)[:, ::-1]
 
 
+class _RangeMin:
+    """Sparse table over the last axis of X (p, n): min and argmin of X[r, x..y] in O(1)."""
+
+    def __init__(self, X: np.ndarray) -> None:
+        p, n = X.shape
+        vals, idxs = [X], [np.broadcast_to(np.arange(n), (p, n))]
+        half = 1
+        while 2 * half <= n:
+            v, i = vals[-1], idxs[-1]
+            nv, ni = v.copy(), i.copy()
+            right_better = v[:, half:] < v[:, :-half]
+            nv[:, :-half] = np.where(right_better, v[:, half:], v[:, :-half])
+            ni[:, :-half] = np.where(right_better, i[:, half:], i[:, :-half])
+            vals.append(nv)
+            idxs.append(ni)
+            half *= 2
+        self.vals = np.stack(vals).reshape(-1)
+        self.idxs = np.stack(idxs).reshape(-1)
+        self.p, self.n = p, n
+        self.log = np.zeros(n + 1, dtype=np.int64)
+        self.log[2:] = np.floor(np.log2(np.arange(2, n + 1))).astype(np.int64)
+
+    def query(self, r: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(min, argmin) of X[r[i], x[i] .. y[i]] for every i; needs x <= y."""
+        t = self.log[y - x + 1]
+        base = (t * self.p + r) * self.n
+        left, right = base + x, base + y - (1 << t) + 1
+        lv, rv = self.vals[left], self.vals[right]
+        take_right = rv < lv
+        return np.where(take_right, rv, lv), np.where(take_right, self.idxs[right], self.idxs[left])
+
+
+# pairs per block in ``last_stage`` (its tables take ~log2(L) copies of the block)
+CHUNK = 512
+
+
+def last_stage(
+    A: np.ndarray, Pp: np.ndarray, lop: np.ndarray, bottleneck: bool, deadline: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row r (a (set, device f) pair) and stop b: the best last stage [k, b) on f,
+    k in the window [lop[r, b], b). Returns (value, b - k); value inf where there is none.
+
+    Bottleneck: min over k of max(A[k], c(k)) with c(k) = P[b] - P[k] falling in k. With
+    m(x) = min A[x..b-1] (rising in x), that equals min over x of max(m(x), c(x)): bisect for
+    the first x where m(x) >= c(x); the optimum is there or just before. Latency: the k with
+    the least A[k] - P[k], summed again in path order. Range minima: a sparse table.
+    """
+    p, n = A.shape
+    value = np.full((p, n), np.inf)
+    step = np.zeros((p, n), dtype=np.int64)
+    if p == 0:
+        return value, step
+    if time.perf_counter() > deadline:
+        raise Budget
+    rmq = _RangeMin(A if bottleneck else A - Pp)
+    r, b = np.nonzero(lop < np.arange(n)[None, :])  # non-empty windows [lo, b - 1]
+    lo, last = lop[r, b], b - 1
+    m, k = rmq.query(r, lo, last)
+    live = np.isfinite(m)  # some arrival in the window
+    r, b, lo, last, k = r[live], b[live], lo[live], last[live], k[live]
+    Pb = Pp[r, b]
+    if bottleneck:
+        left, right = lo.copy(), b.copy()  # first x with m(x) >= c(x), or b
+        while (left < right).any():
+            mid = (left + right) // 2
+            x = np.minimum(mid, last)
+            ok = rmq.query(r, x, last)[0] >= Pb - Pp[r, mid]
+            right = np.where(ok, mid, right)
+            left = np.where(ok, left, mid + 1)
+        first = np.minimum(left, last)
+        at_first = np.where(left < b, rmq.query(r, first, last)[0], np.inf)
+        before = np.maximum(left - 1, 0)
+        at_before = np.where(left > lo, Pb - Pp[r, before], np.inf)
+        x = np.where(at_first <= at_before, first, before)
+        k = rmq.query(r, x, last)[1]
+    a_k, c_k = A[r, k], Pb - Pp[r, k]
+    value[r, b] = np.maximum(a_k, c_k) if bottleneck else a_k + c_k
+    step[r, b] = b - k
+    return value, step
+
+
 @dataclass
 class _Layer:
     masks: np.ndarray  # (n,) source sets of size l, sorted
@@ -98,8 +188,7 @@ def solve(
     P = problem.prefix_ms
     lo = windows(problem, theta)
     b = np.arange(L + 1)
-    W = int((b[None, :] - lo).max())
-    if W <= 0:
+    if int((b[None, :] - lo).max()) <= 0:
         return None
     link = np.where(problem.transfer <= theta, problem.transfer, np.inf)  # (D, D, L+1)
     t_in = np.where(problem.transfer_in <= theta, problem.transfer_in, np.inf)
@@ -122,18 +211,13 @@ def solve(
         if ps.size == 0:
             break
         A, Pp, lop = arrive[ps, pf], P[pf], lo[pf]  # (p, L+1)
-        value = np.full(A.shape, np.inf)
-        step = np.zeros(A.shape, dtype=np.int32)
-        for j in range(1, W + 1):  # the last stage is [b - j, b)
-            if j % 64 == 0 and time.perf_counter() > deadline:
-                raise Budget
-            ok = (b[j:] - j)[None, :] >= lop[:, j:]
-            if not ok.any():
-                continue
-            cand = combine(A[:, : L + 1 - j], Pp[:, j:] - Pp[:, : L + 1 - j])
-            better = ok & (cand < value[:, j:])
-            np.copyto(value[:, j:], cand, where=better)
-            np.copyto(step[:, j:], j, where=better)
+        value = np.empty(A.shape)
+        step = np.empty(A.shape, dtype=np.int64)
+        for c0 in range(0, ps.size, CHUNK):  # bounded memory for the range-min tables
+            c1 = c0 + CHUNK
+            value[c0:c1], step[c0:c1] = last_stage(
+                A[c0:c1], Pp[c0:c1], lop[c0:c1], bottleneck, deadline
+            )
         value[value > best] = np.inf
         pair_of = np.full((n, D), -1, dtype=np.int64)
         pair_of[ps, pf] = np.arange(ps.size)
