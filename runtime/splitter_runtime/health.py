@@ -39,6 +39,7 @@ class Stats:
         self.failed = 0
         self.rejected = 0  # malformed/unexpected messages
         self.forwarded_errors = 0
+        self.model_calls = 0  # < served when micro-batching joined requests
         self.queue_depth = 0
         self.state = "starting"
         self._lat: deque[float] = deque(maxlen=window)
@@ -64,6 +65,7 @@ class Stats:
                 "failed": self.failed,
                 "rejected": self.rejected,
                 "forwarded_errors": self.forwarded_errors,
+                "model_calls": self.model_calls,
                 "queue_depth": self.queue_depth,
                 "uptime_s": round(time.time() - self.started, 3),
             }

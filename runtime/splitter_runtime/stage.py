@@ -245,6 +245,7 @@ class StageServer:
                 )
             return
         compute_ms = (time.perf_counter() - t0) * 1000
+        self.stats.count("model_calls")
         offset = 0
         for it in items:
             part = outputs

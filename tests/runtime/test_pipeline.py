@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -241,3 +242,18 @@ def test_a_tensorflow_stage_and_a_litert_stage_agree(pipelines, slice_dir, tmp_p
     with p.client(timeout_s=60) as c:
         x = image(2, 7)
         np.testing.assert_allclose(only(c.predict(x)), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_micro_batching_splits_results_back_to_their_requests(pipelines, stages3, reference):
+    specs = [dataclasses.replace(s, batch_size=4) for s in stages3]
+    p = pipelines(specs, name="batched")
+    with p.client(timeout_s=60, max_in_flight=32) as c:
+        os.kill(p.procs["s0"].pid, signal.SIGSTOP)  # let requests queue up, then batch them
+        xs = [image(1 + i % 2, 200 + i) for i in range(12)]  # batches of 1 and 2 samples
+        futures = [c.submit(x) for x in xs]
+        time.sleep(0.3)
+        os.kill(p.procs["s0"].pid, signal.SIGCONT)
+        for x, fut in zip(xs, futures, strict=True):
+            np.testing.assert_allclose(only(fut.result(60)), reference(x), rtol=1e-4, atol=1e-5)
+    s0 = p.health("s0")
+    assert s0["served"] == 12 and s0["model_calls"] < 12  # some requests shared a model call
