@@ -110,6 +110,24 @@ def targets_200x8(budget: float, seeds: int) -> dict[str, float]:
     return worst
 
 
+def fleet_reach(budget: float, fleet: list[int]) -> int:
+    """Throughput at 200 layers (tight memory, seed 0) as the fleet grows: which method ran
+    (the dense DP while its state space is small, else the branch and bound) and whether the
+    optimum was proven. Returns the largest fleet proven optimal."""
+    print(f"\n## throughput, 200 layers, tight memory, budget {budget:g} s")
+    proven = fleet[0] - 1
+    for d in fleet:
+        wall, result = plan_once(200, d, "throughput", budget, 0, "tight")
+        method = "dense DP" if result.stats.get("dense_dp") else "branch and bound"
+        tie = (
+            "tie-break proven" if result.stats.get("latency_tie_break_proven") else "tie-break open"
+        )
+        print(f"{d:>4} devices: {fmt(wall, result)}  ({method}, {tie})")
+        if result.optimal and proven == d - 1:  # every fleet up to d proven
+            proven = d
+    return proven
+
+
 def brute_force_agreement(cases: int) -> tuple[int, int]:
     """Random small profiles (2-7 layers, 2-4 devices, tight/roomy): solver vs every placement."""
     agree = total = 0
@@ -164,6 +182,9 @@ def main() -> None:
         objective: table.get((1000, 32, objective)) or plan_once(1000, 32, objective, args.budget)
         for objective in ("latency", "throughput")
     }
+    fleet_proven = fleet_reach(
+        args.budget, [8, 9, 10, 11, 12] if args.quick else list(range(8, 17))
+    )
     agree, total = brute_force_agreement(30 if args.quick else 150)
     print(f"\n## brute force: optimum equal on {agree}/{total} (small random profiles)")
     hit = budget_hits(args.budget, 6 if args.quick else 20)
@@ -177,6 +198,7 @@ def main() -> None:
         gap = 0.0 if result.optimal else result.gap / result.objective_value * 100
         print(f"bench: {objective} 1000x32 = {wall:.2f} s (target < 10 s)")
         print(f"bench: {objective} 1000x32 gap = {gap:.2f} % (target = 0 % or stated)")
+    print(f"bench: throughput 200xD proven optimal up to D = {fleet_proven} (tight, seed 0)")
     print(f"bench: brute-force agreement = {100 * agree / total:.1f} % (target = 100 %)")
     for objective, (hits, runs) in hit.items():
         share = 100 * hits / runs

@@ -291,3 +291,26 @@ def test_last_stage_equals_a_full_scan(bottleneck):
                     assert value[r, b] == want
                 else:
                     assert _close(value[r, b], want)
+
+
+def test_furthest_reach_relaxation_is_a_lower_bound():
+    """The relaxation that ignores links between devices: feasible at every true optimum θ*,
+    so the bound it proves never exceeds θ*, and its plan is a valid placement."""
+    for seed in SEEDS:
+        profile, batch, max_stages, headroom = _case(seed)
+        problem = build_problem(profile, batch, headroom=headroom, max_stages=max_stages)
+        got = subset_solve(problem, "bottleneck", np.inf, time.perf_counter() + 30)
+        if got is None:
+            continue
+        theta = got[0]
+        relaxed = subset_dp.furthest_feasible(problem, theta)
+        assert relaxed is not None and is_valid(problem, relaxed), seed
+        bound, _ = subset_dp.furthest_bound(problem, 0.0, 2 * theta, time.perf_counter() + 30)
+        assert bound <= theta, seed
+    # larger: the bound against the DP's optimum
+    for seed in range(4):
+        data = make_synthetic_profile(60, 7, seed=seed, memory=("roomy", "tight")[seed % 2])
+        problem = build_problem(profile_from_dict(data), 8)
+        theta = subset_solve(problem, "bottleneck", np.inf, time.perf_counter() + 60)[0]
+        bound, _ = subset_dp.furthest_bound(problem, 0.0, 2 * theta, time.perf_counter() + 30)
+        assert bound <= theta and bound >= 0.5 * theta, seed

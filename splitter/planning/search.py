@@ -29,9 +29,17 @@ from itertools import count
 import numpy as np
 
 from splitter.planning.bottleneck import Budget, feasible_under, min_bottleneck
-from splitter.planning.problem import Problem, Stage, evaluate
+from splitter.planning.problem import Problem, Stage, evaluate, is_valid
 from splitter.planning.relaxation import Bounds, coverage, penalised_latency, relaxed_bounds
-from splitter.planning.subset_dp import DP_SHARE, SURE_STATES, dense_fits, dense_states
+from splitter.planning.subset_dp import (
+    DP_SHARE,
+    RELAX_MAX_DEVICES,
+    SURE_STATES,
+    dense_fits,
+    dense_states,
+    furthest_bound,
+    furthest_feasible,
+)
 from splitter.planning.subset_dp import solve as subset_solve
 
 OBJECTIVES = ("latency", "throughput")
@@ -46,6 +54,8 @@ LAGRANGE_ROUNDS = 40
 # share of the remaining budget.
 BISECT_PROBES = 12
 BISECT_SHARE = 0.05
+# Throughput, larger fleets: share of the remaining budget for the furthest-reach bound.
+RELAX_SHARE = 0.2
 
 
 @dataclass
@@ -353,6 +363,18 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
             proven = True  # None: nothing at or below the incumbent (or no plan at all)
         except Budget:
             dense = False  # out of its share: the branch and bound takes what is left
+    if not proven and np.isfinite(hi) and problem.n_devices <= RELAX_MAX_DEVICES:
+        # larger fleets: the furthest-reach relaxation (links between devices ignored) gives
+        # a far tighter lower bound than the capacity bound, and often the optimal plan
+        now = time.perf_counter()
+        bound, relaxed = furthest_bound(problem, lo, hi, now + RELAX_SHARE * (deadline - now))
+        lo = max(lo, bound)
+        if relaxed is not None and is_valid(problem, relaxed):
+            bot = evaluate(problem, relaxed)[1]
+            if bot < hi:
+                hi, plan = bot, relaxed
+        if plan is not None and furthest_feasible(problem, float(np.nextafter(hi, 0.0))) is None:
+            proven, lo = True, hi  # nothing, even relaxed, is faster than the incumbent
     if not proven and plan is not None:
         hi, plan, lo = _bisect(problem, hi, plan, lo, deadline)
     if not proven:

@@ -33,6 +33,8 @@ from splitter.planning.problem import Problem, Stage
 # 0.4 M; 200 × 11, 1000 × 9: 4.6 M). Above SURE_STATES it gets only DP_SHARE of the budget,
 # the branch and bound the rest if it runs out.
 MAX_STATES = 6_000_000
+# The furthest-reach relaxation (2^D · D per θ) serves as the lower bound up to this many.
+RELAX_MAX_DEVICES = 20
 SURE_STATES = 2_500_000
 DP_SHARE = 0.6
 
@@ -279,3 +281,73 @@ def _backtrack(layers: list[_Layer], at: tuple[int, int], L: int) -> list[Stage]
         s_prev = int(np.searchsorted(prev.masks, int(layer.masks[s]) ^ (1 << e)))
         p = int(prev.pair_of[s_prev, e])
         stop, level = start, level - 1
+
+
+def furthest_feasible(problem: Problem, theta: float) -> list[Stage] | None:
+    """Relaxation (links between devices ignored, the controller's kept): can the devices,
+    each once, reach the last cut with every stage computing in <= theta ms?
+
+    Without those links a partial plan is best when it reached furthest, so one number per
+    device set suffices: G[S] = the furthest cut S reaches, G[S] = max over e in S of
+    far_e(G[S \\ {e}]) (2^D · D work). None proves every plan's bottleneck is above theta;
+    otherwise the relaxed plan (valid except perhaps for its links) is returned.
+    """
+    L, D, M = problem.n_slices, problem.n_devices, problem.max_stages
+    lo = windows(problem, theta)
+    a = np.arange(L + 1)
+    far = np.stack([np.searchsorted(lo[g], a, "right") - 1 for g in range(D)])
+    ext = np.empty((D, L + 2), dtype=np.int64)  # index k + 1; k = -1: nothing run yet
+    ext[:, 1:] = np.maximum(far, a[None, :])  # a device may also add nothing
+    ext[:, 0] = np.where((problem.transfer_in <= theta) & (far[:, 0] > 0), far[:, 0], -1)
+    out_ok = problem.transfer_out <= theta
+    sets = np.arange(1 << D, dtype=np.int64)
+    size = np.zeros(1 << D, dtype=np.int64)
+    for e in range(D):
+        size += (sets >> e) & 1
+    G = np.full(1 << D, -1, dtype=np.int64)
+    arg = np.full(1 << D, -1, dtype=np.int64)
+    for s in range(1, M + 1):
+        masks = sets[size == s]
+        best = np.full(masks.size, -1, dtype=np.int64)
+        who = np.full(masks.size, -1, dtype=np.int64)
+        for e in range(D):
+            has = ((masks >> e) & 1).astype(bool)
+            val = ext[e, G[masks[has] ^ (1 << e)] + 1]
+            if out_ok[e] and (val == L).any():
+                S = int(masks[has][int(np.argmax(val == L))])
+                return _relaxed_plan(G, arg, S, e, L)
+            better = val > best[has]
+            best[has] = np.where(better, val, best[has])
+            who[has] = np.where(better, e, who[has])
+        G[masks], arg[masks] = best, who
+    return None
+
+
+def _relaxed_plan(G: np.ndarray, arg: np.ndarray, S: int, e: int, stop: int) -> list[Stage]:
+    stages: list[Stage] = []
+    while e >= 0:
+        S ^= 1 << e
+        start = max(int(G[S]), 0)
+        if start < stop:
+            stages.append((e, start, stop))
+        stop, e = start, int(arg[S]) if S else -1
+    return stages[::-1]
+
+
+def furthest_bound(
+    problem: Problem, lo: float, hi: float, deadline: float
+) -> tuple[float, list[Stage] | None]:
+    """Bisection on θ in [lo, hi) (to 1e-9 relative) with ``furthest_feasible``: the largest θ
+    proven infeasible (a lower bound on every plan's bottleneck) and the relaxed plan at the
+    smallest feasible θ tried. Stops at the deadline with what it has."""
+    witness = None
+    if not np.isfinite(hi) or problem.n_devices > RELAX_MAX_DEVICES:
+        return lo, witness
+    while hi - lo > 1e-9 * hi and time.perf_counter() < deadline:
+        mid = (lo + hi) / 2
+        found = furthest_feasible(problem, mid)
+        if found is not None:
+            hi, witness = mid, found
+        else:
+            lo = mid
+    return lo, witness
