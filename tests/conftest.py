@@ -48,9 +48,10 @@ def require_lab_host() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab():
-    """A 3-device lab (256M/0.5 CPU, 512M/1 CPU, 1G/1 CPU), always torn down."""
+    """A fresh 3-device lab per test module (256M/0.5 CPU, 512M/1 CPU, 1G/1 CPU), always torn
+    down: modules install and remove things on the devices, and must not see each other's."""
     reason = _can_build_lab()
     if reason:
         pytest.skip(reason)
