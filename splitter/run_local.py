@@ -9,7 +9,6 @@ gateway, each on its own 127.0.0.1 port.
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +116,9 @@ def build_stage_files(
         model = build_stage_model(manifest, start, stop)
         path: Path | None = None
         if want == "litert":
-            path = _convert_checked(model, out / f"{name}.tflite", convert_to_tflite)
+            # convert_to_tflite checks the file against Keras and tries other methods first
+            result = convert_to_tflite(model, out / f"{name}.tflite")
+            path = result.path
             if path is None:
                 want = "tensorflow"
         if path is None:
@@ -142,50 +143,6 @@ def build_stage_files(
             )
         )
     return specs
-
-
-def _max_diff(model: Any, path: Path) -> float:
-    """Largest |LiteRT − Keras| / max(1, |Keras|) over the outputs of one random batch."""
-    import numpy as np
-    from splitter_runtime.backends import LiteRTBackend
-
-    rng = np.random.default_rng(0)
-    x = {k: rng.random([1, *v.shape[1:]]).astype(v.dtype) for k, v in model.input.items()}
-    with warnings.catch_warnings():  # Keras warns about dict structure; the dict is right
-        warnings.simplefilter("ignore")
-        want = model(x)
-    got = LiteRTBackend(path, 1).run(x)
-    worst = 0.0
-    for k in want:
-        ref = np.asarray(want[k])
-        err = float(np.max(np.abs(got[k] - ref))) / max(1.0, float(np.max(np.abs(ref))))
-        worst = err if not err <= worst else worst  # keeps NaN
-    return worst
-
-
-def _convert_checked(model: Any, path: Path, convert: Any) -> Path | None:
-    """Convert, and refuse a ``.tflite`` that does not reproduce the Keras stage.
-
-    On TF 2.21 the default conversion sometimes keeps the weights as resource variables
-    (VAR_HANDLE ops) and the file then returns NaN; converting again with resource variables
-    off freezes them. ``None`` means "run this stage on TensorFlow".
-    """
-    import numpy as np
-
-    result = convert(model, path)
-    if result.ok and _max_diff(model, path) <= 1e-3:
-        return path
-    import tensorflow as tf
-
-    try:
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.experimental_enable_resource_variables = False
-        path.write_bytes(converter.convert())
-    except Exception:  # the converter raises many types; all mean "no LiteRT"
-        return None
-    diff = _max_diff(model, path)
-    return path if np.isfinite(diff) and diff <= 1e-3 else None
 
 
 def run_local(
