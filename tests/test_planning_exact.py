@@ -13,7 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from splitter.planning import subset_dp
+from splitter.planning import search, subset_dp
+from splitter.planning.baselines import baselines
 from splitter.planning.bottleneck import Budget, min_bottleneck
 from splitter.planning.brute_force import brute_force
 from splitter.planning.graph import reference_solve
@@ -196,23 +197,40 @@ def test_subset_dp_equals_brute_force(objective):
             assert evaluate(problem, stages)[1] <= theta and _close(value, want), seed
 
 
-def test_throughput_uses_the_dense_dp_and_branch_and_bound_stays_exact(monkeypatch):
-    """Small fleets go through the DP; with the DP switched off, the branch and bound (what
-    large fleets use) must give the same optimum, tie-break included."""
+def test_throughput_paths_agree(monkeypatch):
+    """Each way to θ* alone — the DP, the furthest-reach relaxation then the branch and bound,
+    the branch and bound alone (what large fleets use) — gives the same optimum, tie-break
+    included."""
+    modes = {
+        "default": {},
+        "dp only": {"RELAX_MAX_DEVICES": 0},
+        "relaxation + b&b": {"MAX_STATES": 0, "TIE_DP_STATES": 0},
+        "b&b only": {"MAX_STATES": 0, "TIE_DP_STATES": 0, "RELAX_MAX_DEVICES": 0},
+    }
+    used = Counter()
     for seed in range(0, 300, 2):
         profile, batch, max_stages, headroom = _case(seed)
         problem = build_problem(profile, batch, headroom=headroom, max_stages=max_stages)
-        dense = exact_search(problem, "throughput", budget_s=30)
-        assert dense.stats["dense_dp"] == 1.0 and dense.optimal
-        with monkeypatch.context() as m:
-            m.setattr(subset_dp, "MAX_STATES", 0)
-            bb = exact_search(problem, "throughput", budget_s=30)
-        assert bb.stats["dense_dp"] == 0.0 and bb.optimal
-        if dense.stages is None:
-            assert bb.stages is None, seed
-            continue
-        assert _close(bb.bottleneck_ms, dense.bottleneck_ms), seed
-        assert _close(bb.latency_ms, dense.latency_ms), seed
+        incumbents = [p for p in baselines(problem, "throughput").values() if p]
+        results = {}
+        for mode, patch in modes.items():
+            with monkeypatch.context() as m:
+                for name, value in patch.items():
+                    m.setattr(subset_dp if name == "MAX_STATES" else search, name, value)
+                results[mode] = got = exact_search(problem, "throughput", 30, incumbents)
+            assert got.optimal, (seed, mode)
+            used[mode, "dp"] += got.stats["dense_dp"]
+            used[mode, "relaxation"] += got.stats["relaxation_proof"]
+        ref = results["default"]
+        for mode, got in results.items():
+            if ref.stages is None:
+                assert got.stages is None, (seed, mode)
+                continue
+            assert _close(got.bottleneck_ms, ref.bottleneck_ms), (seed, mode)
+            assert _close(got.latency_ms, ref.latency_ms), (seed, mode)
+    assert used["dp only", "dp"] and not used["dp only", "relaxation"], used
+    assert used["relaxation + b&b", "relaxation"] and not used["b&b only", "relaxation"], used
+    assert not used["b&b only", "dp"] and not used["relaxation + b&b", "dp"], used
 
 
 def test_throughput_avoids_a_b_a():
@@ -222,7 +240,7 @@ def test_throughput_avoids_a_b_a():
     problem = build_problem(profile, 1)
     relaxed = relaxed_bounds(problem).start_bottleneck
     got = exact_search(problem, "throughput")
-    assert got.stats["dense_dp"] == 1.0 and got.optimal
+    assert got.optimal and got.stats["latency_tie_break_proven"]
     devices = [d for d, _, _ in got.stages]
     assert len(set(devices)) == len(devices) and 2 in devices
     assert relaxed < got.bottleneck_ms - 1.0

@@ -56,6 +56,9 @@ BISECT_PROBES = 12
 BISECT_SHARE = 0.05
 # Throughput, larger fleets: share of the remaining budget for the furthest-reach bound.
 RELAX_SHARE = 0.2
+# Throughput tie-break: the latency DP at θ* up to this many (set, device, cut) states
+# (200 × 13), with DP_SHARE of the remaining budget when the bottleneck DP was not used.
+TIE_DP_STATES = 24_000_000
 
 
 @dataclass
@@ -351,21 +354,10 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
         if bot < hi:
             hi, plan = bot, list(p)
     proven = not np.isfinite(lo)  # infinite bound: no plan even with devices reusable
-    dense = dense_fits(problem)
-    if not proven and dense:  # small fleet: the exact DP over (used set, device, cut)
-        share = 1.0 if dense_states(problem) <= SURE_STATES else DP_SHARE
-        try:
-            found = subset_solve(
-                problem, "bottleneck", hi, started + share * (deadline - started), cap=hi
-            )
-            if found is not None:
-                hi, plan = evaluate(problem, found[1])[1], found[1]
-            proven = True  # None: nothing at or below the incumbent (or no plan at all)
-        except Budget:
-            dense = False  # out of its share: the branch and bound takes what is left
+    relaxed_proof = dense = False
     if not proven and np.isfinite(hi) and problem.n_devices <= RELAX_MAX_DEVICES:
-        # larger fleets: the furthest-reach relaxation (links between devices ignored) gives
-        # a far tighter lower bound than the capacity bound, and often the optimal plan
+        # the furthest-reach relaxation (links between devices ignored): a far tighter lower
+        # bound than the capacity bound, and its plan is often optimal (then proven here)
         now = time.perf_counter()
         bound, relaxed = furthest_bound(problem, lo, hi, now + RELAX_SHARE * (deadline - now))
         lo = max(lo, bound)
@@ -374,7 +366,18 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
             if bot < hi:
                 hi, plan = bot, relaxed
         if plan is not None and furthest_feasible(problem, float(np.nextafter(hi, 0.0))) is None:
-            proven, lo = True, hi  # nothing, even relaxed, is faster than the incumbent
+            proven = relaxed_proof = True  # nothing, even relaxed, beats the incumbent
+            lo = hi
+    if not proven and dense_fits(problem):  # small fleet: the exact DP over (set, device, cut)
+        share = 1.0 if dense_states(problem) <= SURE_STATES else DP_SHARE
+        now = time.perf_counter()
+        try:
+            found = subset_solve(problem, "bottleneck", hi, now + share * (deadline - now), cap=hi)
+            if found is not None:
+                hi, plan = evaluate(problem, found[1])[1], found[1]
+            proven = dense = True  # None: nothing at or below the incumbent (or no plan at all)
+        except Budget:
+            pass  # out of its share: the branch and bound takes what is left
     if not proven and plan is not None:
         hi, plan, lo = _bisect(problem, hi, plan, lo, deadline)
     if not proven:
@@ -384,15 +387,22 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
             hi, plan = evaluate(problem, found_bb)[1], found_bb
     expansions = 0
     fastest = False
-    stats = {"bottleneck_s": time.perf_counter() - started, "dense_dp": float(dense)}
-    if proven and plan is not None and dense:  # θ* known: fastest plan at θ* by the same DP
+    stats = {
+        "bottleneck_s": time.perf_counter() - started,
+        "dense_dp": float(dense),
+        "relaxation_proof": float(relaxed_proof),
+    }
+    if proven and plan is not None and dense_states(problem) <= TIE_DP_STATES:
+        # θ* known: the fastest plan at θ* by the DP with + for max (exact)
+        now = time.perf_counter()
+        share = 1.0 if dense_fits(problem) else DP_SHARE
         try:
             cap = evaluate(problem, plan)[0]
-            fast = subset_solve(problem, "latency", hi, deadline, cap=cap)
+            fast = subset_solve(problem, "latency", hi, now + share * (deadline - now), cap=cap)
             plan, fastest = (fast[1] if fast is not None else plan), True
         except Budget:
             pass
-    elif proven and plan is not None:  # θ* is known: the lowest-latency plan at θ* (tie-break)
+    if proven and plan is not None and not fastest:  # the lowest-latency plan at θ* by A*
         bounds = relaxed_bounds(problem, hi)
         left = deadline - time.perf_counter()
         tie_deadline = time.perf_counter() + max(0.0, TIE_BREAK_SHARE * left)
