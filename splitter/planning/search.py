@@ -4,10 +4,10 @@ A label is a partial plan: its stages end at cut ``k`` on device ``d``, having u
 set ``mask``, at cost ``g = (latency, bottleneck)``. Its key adds the relaxation's cost-to-go
 (relaxation.py), which never overestimates, so the first complete plan popped is optimal.
 
-Latency: lexicographic (latency, bottleneck). Throughput: the smallest bottleneck θ* is found
-by probing "is there a plan whose every link and stage takes <= θ?" (the latency search on the
-graph cut down to such steps: bisection, then "strictly below the best found" until that is
-proven impossible); the answer is the lowest-latency plan at θ*.
+Latency: lexicographic (latency, bottleneck). Throughput (``_throughput``): the smallest
+bottleneck θ* by the furthest-reach relaxation, the DP over (used set, device, cut) of
+subset_dp.py, or the branch and bound of bottleneck.py; the answer is the lowest-latency plan
+at θ* (the same DP, or this A* on the graph cut down to steps <= θ*).
 
 What keeps it fast: a label is dropped when another at the same (k, d) costs no more and used a
 subset of its devices (whatever completes one completes the other as cheaply); a child is
@@ -340,10 +340,14 @@ def _latency(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -
 
 
 def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]) -> SearchResult:
-    """Smallest bottleneck θ* by branch and bound (bottleneck.py), then the fastest plan at θ*.
+    """Smallest bottleneck θ*, then the fastest plan at θ*.
 
     The baselines give the first upper bound; the capacity bound (devices cannot cover the
-    model with steps below it) the lower one. If time runs out, the gap between them is stated.
+    model with steps below it) the lower one. Then, each while it applies and until θ* is
+    proven: the furthest-reach relaxation (subset_dp.furthest_bound: a tight lower bound, and
+    often a plan that meets it), the dense DP (subset_dp.solve, small fleets), the branch and
+    bound (bottleneck.py). The tie-break: the latency DP at θ*, else A* on steps <= θ*. If
+    time runs out, the gap between the bounds is stated.
     """
     started = time.perf_counter()
     base = relaxed_bounds(problem)

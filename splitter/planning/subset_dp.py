@@ -15,8 +15,10 @@ k whose range [k, b) fits f's memory and computes in at most θ ms (both only sh
 falls). Only steps of at most θ are allowed; a state is dropped when its value exceeds the cap
 (the best plan so far) or when the unused devices cannot cover the remaining slices.
 
-Work is about 2^D · D · L · W (W: the longest window), so the throughput search runs this only
-while ``dense_fits`` says so and keeps the branch and bound (with its stated gap) above.
+Work is about 2^D · D · L · log L, so the throughput search runs this only while
+``dense_fits`` says so and keeps the branch and bound (with its stated gap) above. For any
+fleet up to RELAX_MAX_DEVICES, ``furthest_bound`` bisects θ on a relaxation that ignores the
+links between devices (2^D · D per θ): a tight lower bound, and often the optimal plan.
 """
 
 from __future__ import annotations
