@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 import pytest
+import yaml
 
 from splitter.benchmark import run_benchmark
 from splitter.lab.lab import Lab
@@ -39,10 +40,25 @@ def benchy_slices(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def profile(lab: Lab, benchy_slices, tmp_path_factory):
-    out = tmp_path_factory.mktemp("profile") / "profile.json"
-    report = run_benchmark(benchy_slices, lab.inventory, [1, 4], out)
-    assert report.unavailable == {}
+    """Benchmark the lab plus one host that cannot be reached: it must not stop the others."""
+    work = tmp_path_factory.mktemp("profile")
+    inventory = yaml.safe_load(lab.inventory.read_text())
+    ssh_args = inventory["all"]["vars"]["ansible_ssh_common_args"] + " -o ConnectTimeout=2"
+    ghost = lab.bridge_address.rsplit(".", 1)[0] + ".99"  # in the lab's subnet, nobody there
+    hosts = inventory["all"]["children"]["splitter_devices"]["hosts"]
+    hosts["ghost"] = {"ansible_host": ghost, "ansible_ssh_common_args": ssh_args}
+    (work / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    out = work / "profile.json"
+    report = run_benchmark(benchy_slices, work / "inventory.yml", [1, 4], out)
+    assert list(report.unavailable) == ["ghost"]
+    assert report.unavailable["ghost"].startswith("unreachable")
     return load_profile(out), json.loads(out.read_text())
+
+
+def test_unreachable_host_is_marked_unavailable_in_the_profile(profile):
+    _, data = profile
+    assert [entry["name"] for entry in data["unavailable"]] == ["ghost"]
+    assert "ghost" not in {d["name"] for d in data["devices"]}
 
 
 def _device(data, name):
@@ -116,3 +132,56 @@ def test_plain_ansible_playbook_gives_the_same_profile(lab, benchy_slices, profi
         # Usable memory moves with the page cache between runs; the limit behind it does not.
         limit = next(d.memory_bytes for d in lab.devices if d.name == name)
         assert 0 < plain_device["usable_memory_bytes"] < limit
+
+
+def test_ctrl_c_leaves_no_benchmark_process_on_any_device(lab, benchy_slices, profile, tmp_path):
+    """Cancel the run while every device is timing slices: only sshd may be left."""
+    import time
+
+    from splitter.ansible_run import run_playbook
+    from splitter.benchmark import make_bundle
+    from splitter.lab.cgroups import DeviceCgroup
+    from splitter.manifest import read_manifest
+
+    bundle = make_bundle(read_manifest(benchy_slices), tmp_path / "bundle.tar")
+    began: list[float] = []
+
+    def on_event(event: dict) -> None:
+        task = event.get("event_data", {}).get("task", "")
+        if event.get("event") == "playbook_on_task_start" and task == "Time every slice":
+            began.append(time.monotonic())
+
+    result = run_playbook(
+        "benchmark",
+        lab.inventory,
+        {"benchmark_bundle": str(bundle), "benchmark_batch_sizes": [1, 2, 4, 8, 16, 32],
+         "benchmark_install_runtime": False, "runtime_python": "/opt/splitter/venv/bin/python",
+         "benchmark_parallel_devices": 0},
+        on_event=on_event,
+        cancel=lambda: bool(began) and time.monotonic() - began[0] > 2,
+    )  # fmt: skip
+    assert result.status == "canceled" and began
+    deadline = time.monotonic() + 15
+    while True:
+        left = {
+            d.name: [
+                command
+                for pid in DeviceCgroup(d.cgroup, lab.cgroup_version).pids()
+                if (command := _command(pid)) and "[listener]" not in command
+            ]
+            for d in lab.devices
+        }
+        if not any(left.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not any(left.values()), left  # only each device's sshd listener remains
+
+
+def _command(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+        if stat[2] == "Z":
+            return ""
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""

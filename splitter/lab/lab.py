@@ -138,7 +138,7 @@ def _require_root(action: str) -> None:
     if os.geteuid() != 0:
         raise SplitterError(
             f"`splitter lab {action}` needs root (network namespaces, cgroups, sshd)",
-            "run it with sudo, or use the local-devices default that needs no root",
+            "run it as root (sudo); the lab's devices are namespaces and cgroups",
         )
     if not Path(SSHD).exists():
         raise SplitterError(
