@@ -9,7 +9,7 @@ import pytest
 
 from splitter.errors import SplitterError
 from splitter.lab import LabSpec, lab_status
-from splitter.lab.lab import parse_size
+from splitter.lab.spec import parse_size
 
 
 def ssh(lab, device, command: str) -> str:

@@ -28,7 +28,7 @@ def up(
 ) -> None:
     """Build the lab and print the path of its Ansible inventory."""
     from splitter.lab import LabSpec, lab_up
-    from splitter.lab.lab import parse_size
+    from splitter.lab.spec import parse_size
 
     try:
         spec = LabSpec(

@@ -5,6 +5,7 @@ the install paths, its own hostname, cgroup memory and CPU limits and an sshd. B
 it needs root; ``splitter lab up/down/status`` and the test fixture drive it.
 """
 
-from splitter.lab.lab import Lab, LabSpec, lab_down, lab_status, lab_up
+from splitter.lab.lab import Lab, lab_down, lab_status, lab_up
+from splitter.lab.spec import LabSpec, parse_size
 
-__all__ = ["Lab", "LabSpec", "lab_down", "lab_status", "lab_up"]
+__all__ = ["Lab", "LabSpec", "lab_down", "lab_status", "lab_up", "parse_size"]

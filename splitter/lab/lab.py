@@ -12,74 +12,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from splitter.errors import SplitterError
 from splitter.lab.cgroups import DeviceCgroup, cgroup_version
+from splitter.lab.inventory import write_inventory
+from splitter.lab.spec import LabSpec
+from splitter.lab.sshd import INSTALL_PATHS, SSHD, ssh_open, start_sshd, wait_for_ssh
 
 STATE_ROOT = Path(os.environ.get("SPLITTER_LAB_STATE", "/run/splitter-lab"))
-INSTALL_PATHS = ("/opt/splitter", "/etc/splitter", "/var/lib/splitter", "/var/log/splitter")
-SSHD = "/usr/sbin/sshd"
-_NAME = re.compile(r"^[a-z][a-z0-9]{0,5}$")
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(i?B?)?$", re.IGNORECASE)
-_RATE = re.compile(r"^\d+(?:\.\d+)?(bit|kbit|mbit|gbit)$", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class LabSpec:
-    """What to build: how many devices, their limits and the link rate."""
-
-    name: str = "lab"
-    devices: int = 3
-    memory: tuple[int, ...] = (1 << 30,)
-    cpus: tuple[float, ...] = (1.0,)
-    link: str | None = None
-    subnet_index: int = 0  # 10.231.<index>.0/24
-
-    def memory_of(self, index: int) -> int:
-        return self.memory[index] if len(self.memory) > 1 else self.memory[0]
-
-    def cpus_of(self, index: int) -> float:
-        return self.cpus[index] if len(self.cpus) > 1 else self.cpus[0]
-
-    def validate(self) -> None:
-        if not _NAME.match(self.name):
-            raise SplitterError(
-                f"lab name '{self.name}' is not allowed (network names are short)",
-                "use 1-6 lowercase letters or digits, starting with a letter",
-            )
-        if not 1 <= self.devices <= 32:
-            raise SplitterError(f"--devices {self.devices} is out of range", "use 1 to 32")
-        for option, values in (("--memory", self.memory), ("--cpus", self.cpus)):
-            if len(values) not in (1, self.devices):
-                raise SplitterError(
-                    f"{option} lists {len(values)} values for {self.devices} devices",
-                    "give one value for all devices or one per device (comma-separated)",
-                )
-        if min(self.memory) < 64 << 20:
-            raise SplitterError("--memory below 64M leaves no room for sshd", "use 64M or more")
-        if min(self.cpus) <= 0:
-            raise SplitterError("--cpus must be positive", "e.g. --cpus 0.5,1,1")
-        if self.link and not _RATE.match(self.link):
-            raise SplitterError(
-                f"--link '{self.link}' is not a tc rate", "use e.g. 100mbit, 1gbit, 500kbit"
-            )
-
-
-def parse_size(text: str) -> int:
-    """'512M', '1G', '1.5GiB', '1048576' → bytes."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise SplitterError(f"'{text}' is not a memory size", "use e.g. 512M, 1G or 2GiB")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    return int(number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
 
 
 @dataclass
@@ -188,10 +132,10 @@ def lab_up(spec: LabSpec) -> Lab:
             device = _make_device(lab, spec, index, subnet)
             lab.devices.append(device)
             lab.save()
-            _start_sshd(lab, device)
+            start_sshd(lab, device)
             lab.save()
-        _write_inventory(lab)
-        _wait_for_ssh(lab)
+        write_inventory(lab)
+        wait_for_ssh(lab)
     except BaseException:
         lab_down(spec.name)
         raise
@@ -257,132 +201,6 @@ def _make_device(lab: Lab, spec: LabSpec, index: int, subnet: str) -> Device:
     return device
 
 
-def _sshd_config(lab: Lab, device: Device) -> Path:
-    root = Path(device.directory)
-    host_key = root / "ssh_host_ed25519_key"
-    if not host_key.exists():
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-    config = root / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"ListenAddress {device.address}",
-                "Port 22",
-                f"HostKey {host_key}",
-                f"PidFile {root / 'sshd.pid'}",
-                f"AuthorizedKeysFile {Path(lab.directory) / 'authorized_keys'}",
-                "PermitRootLogin prohibit-password",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes no",
-                "PrintMotd no",
-                "MaxStartups 50",
-                "MaxSessions 50",
-                "Subsystem sftp internal-sftp",
-                "",
-            ]
-        )
-    )
-    return config
-
-
-def _start_sshd(lab: Lab, device: Device) -> None:
-    """sshd in the device's namespace, mount view, hostname and cgroup."""
-    config = _sshd_config(lab, device)
-    Path("/run/sshd").mkdir(exist_ok=True)
-    binds = []
-    for path in INSTALL_PATHS:
-        if not Path(path).exists():
-            Path(path).mkdir(parents=True)
-            lab.created_paths.append(path)
-        source = Path(device.directory) / "root" / path.strip("/")
-        binds.append(f"mount --bind {source} {path}")
-    script = " && ".join([f"hostname {device.name}", *binds, f"exec {SSHD} -D -e -f {config}"])
-    cgroup = DeviceCgroup(device.cgroup, lab.cgroup_version)
-    log = open(Path(device.directory) / "sshd.log", "ab")  # noqa: SIM115 (owned by the child)
-    process = subprocess.Popen(
-        # nsenter, not `ip netns exec`: the latter remounts /sys, which would hide the
-        # device's own cgroup from the facts module.
-        ["nsenter", f"--net=/run/netns/{device.namespace}", "unshare", "--mount", "--uts",
-         "--propagation", "private", "sh", "-c", script],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        preexec_fn=lambda: cgroup.join(os.getpid()),
-    )  # fmt: skip
-    log.close()
-    device.pid = process.pid
-
-
-def _write_inventory(lab: Lab) -> None:
-    known_hosts = Path(lab.directory) / "known_hosts"
-    lines = []
-    for device in lab.devices:
-        key = (Path(device.directory) / "ssh_host_ed25519_key.pub").read_text().split()
-        lines.append(f"{device.address} {key[0]} {key[1]}")
-    known_hosts.write_text("\n".join(lines) + "\n")
-    inventory = {
-        "all": {
-            "children": {
-                "splitter_devices": {
-                    "hosts": {
-                        d.name: {
-                            "ansible_host": d.address,
-                            "splitter_lab_memory_bytes": d.memory_bytes,
-                            "splitter_lab_cpus": d.cpus,
-                        }
-                        for d in lab.devices
-                    }
-                }
-            },
-            "vars": {
-                "ansible_user": "root",
-                "ansible_ssh_private_key_file": str(lab.private_key),
-                "ansible_ssh_common_args": (
-                    f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
-                ),
-                "ansible_python_interpreter": "/usr/bin/python3",
-                "splitter_lab": lab.name,
-                # The lab's devices share this machine's CPUs: they must measure in turn.
-                "benchmark_parallel_devices": 1,
-            },
-        }
-    }
-    lab.inventory.write_text(
-        f"# Written by `splitter lab up` for lab '{lab.name}'; removed by `splitter lab down`.\n"
-        + yaml.safe_dump(inventory, sort_keys=False)
-    )
-
-
-def _ssh_open(address: str, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((address, 22), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
-def _wait_for_ssh(lab: Lab, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    waiting = list(lab.devices)
-    while waiting and time.monotonic() < deadline:
-        waiting = [d for d in waiting if not _ssh_open(d.address)]
-        if waiting:
-            time.sleep(0.1)
-    if waiting:
-        logs = "; ".join(
-            f"{d.name}: {(Path(d.directory) / 'sshd.log').read_text()[-200:].strip()}"
-            for d in waiting
-        )
-        raise SplitterError(
-            f"sshd did not come up on {', '.join(d.name for d in waiting)} ({logs})",
-            "check that openssh-server is installed and that no firewall blocks 10.231.0.0/16",
-        )
-
-
 def lab_status(name: str = "lab") -> dict[str, Any]:
     """What the state file records and whether each device's sshd answers."""
     lab = Lab.load(name)
@@ -399,7 +217,7 @@ def lab_status(name: str = "lab") -> dict[str, Any]:
                 "cpus": device.cpus,
                 "sshd_pid": device.pid,
                 "alive": alive,
-                "ssh": alive and _ssh_open(device.address),
+                "ssh": alive and ssh_open(device.address),
             }
         )
     return {
