@@ -369,7 +369,9 @@ def _throughput(problem: Problem, deadline: float, incumbents: list[list[Stage]]
             bot = evaluate(problem, relaxed)[1]
             if bot < hi:
                 hi, plan = bot, relaxed
-        if plan is not None and furthest_feasible(problem, float(np.nextafter(hi, 0.0))) is None:
+        below = float(np.nextafter(hi, 0.0))
+        in_time = time.perf_counter() < deadline
+        if plan is not None and in_time and furthest_feasible(problem, below) is None:
             proven = relaxed_proof = True  # nothing, even relaxed, beats the incumbent
             lo = hi
     if not proven and dense_fits(problem):  # small fleet: the exact DP over (set, device, cut)

@@ -11,9 +11,9 @@ appear. Layer ``l`` holds the sets of size ``l``; each state has one predecessor
 
 with ⊕ = max for the bottleneck and + for the latency, summed in path order like
 ``problem.evaluate`` (so values are bit-equal to it). ``window(f, b)`` is the interval of starts
-k whose range [k, b) fits f's memory and computes in at most θ ms (both only shrink as k
-falls). Only steps of at most θ are allowed; a state is dropped when its value exceeds the cap
-(the best plan so far) or when the unused devices cannot cover the remaining slices.
+k whose range [k, b) fits f's memory and computes in at most θ ms (memory and compute only
+grow as k falls). Only steps of at most θ are allowed; a state is dropped when its value
+exceeds the cap (the best plan so far) or when the unused devices cannot cover the rest.
 
 Work is about 2^D · D · L · log L, so the throughput search runs this only while
 ``dense_fits`` says so and keeps the branch and bound (with its stated gap) above. For any
@@ -35,10 +35,10 @@ from splitter.planning.problem import Problem, Stage
 # 0.4 M; 200 × 11, 1000 × 9: 4.6 M). Above SURE_STATES it gets only DP_SHARE of the budget,
 # the branch and bound the rest if it runs out.
 MAX_STATES = 6_000_000
-# The furthest-reach relaxation (2^D · D per θ) serves as the lower bound up to this many.
-RELAX_MAX_DEVICES = 20
 SURE_STATES = 2_500_000
 DP_SHARE = 0.6
+# The furthest-reach relaxation (2^D · D per θ) runs for fleets of up to this many devices.
+RELAX_MAX_DEVICES = 20
 
 
 def dense_states(problem: Problem) -> int:
