@@ -20,7 +20,7 @@ result = {
 }
 try:
     result["libc"], result["libc_version"] = platform.libc_ver()
-except Exception as error:  # noqa: BLE001 - reported, never fatal
+except Exception as error:  # reported, never fatal
     result["libc"] = "unknown: %s" % error
 try:
     import ensurepip  # noqa: F401 - Debian/Ubuntu ship it in python3-venv
