@@ -7,8 +7,12 @@ is then converted to a builtins-only ``.tflite`` where the ops allow it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +92,8 @@ def convert_to_tflite(model: Any, path: Path | str, *, check: bool = True) -> Co
     errors = []
     for convert in (_convert_traced, _convert_frozen_keras, _convert_exported):
         try:
-            content = convert(model)
+            with _quiet():
+                content = convert(model)
         except Exception as error:  # the converter raises many types; all mean "not this way"
             lines = str(error).strip().splitlines()
             errors.append((lines[0] if lines else type(error).__name__)[:500])
@@ -102,6 +107,17 @@ def convert_to_tflite(model: Any, path: Path | str, *, check: bool = True) -> Co
         path.write_bytes(content)
         return ConversionResult(True, path, None, time.perf_counter() - started, len(content))
     return ConversionResult(False, None, errors[-1], time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The converters print SavedModel signatures and structure warnings; keep the CLI clean."""
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        yield
 
 
 CHECK_TOLERANCE = 1e-3  # relative; XNNPACK reorders float sums
