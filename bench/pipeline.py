@@ -3,9 +3,9 @@
     .venv/bin/python bench/pipeline.py                  # MobileNetV2 224×224 α=1.0 (~6 min)
     .venv/bin/python bench/pipeline.py --model example  # the 96×96 α=0.35 example (~2 min)
 
-Stages are built the way run-local builds them (splitter.run_local.build_stage_files, which
-re-converts a stage whose first LiteRT conversion does not match Keras); the bench checks
-every converted stage against Keras again and warns when one does not match.
+Stages are built the way run-local builds them (splitter.run_local.build_stage_files, whose
+conversion checks each LiteRT file against Keras and tries another method if it differs);
+the bench checks every converted stage against Keras again and warns when one does not match.
 
 All in one run on this machine, same backend (LiteRT/XNNPACK) and thread count everywhere.
 Prints tables with ratios side by side and ends with one ``bench:`` line per target:
