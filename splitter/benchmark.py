@@ -43,8 +43,8 @@ def make_bundle(
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Pack every slice's LiteRT file and an index (inputs, sizes, checksums) into one tar."""
+    from splitter.checksums import sha256_of
     from splitter.litert_cache import convert_slices
-    from splitter.model_io import sha256_of
 
     conversions = convert_slices(manifest, progress=progress)
     failed = [c for c in conversions if not c.ok]

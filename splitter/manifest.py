@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from splitter.checksums import sha256_of
 from splitter.errors import SplitterError
-from splitter.model_io import sha256_of
 from splitter.schema_check import validate
 
 MANIFEST_NAME = "manifest.json"

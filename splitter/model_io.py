@@ -6,7 +6,6 @@ here each case is recognised first and named with its fix.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,6 @@ from splitter.errors import SplitterError
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so big models do not fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_model_file(path: Path) -> str:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from splitter import __version__
+from splitter.checksums import sha256_of
 from splitter.errors import SplitterError
 from splitter.manifest import MANIFEST_NAME, SCHEMA_VERSION, is_slice_set, write_manifest
-from splitter.model_io import load_model, sha256_of
+from splitter.model_io import load_model
 
 Progress = Callable[[int, int, str], None]
 

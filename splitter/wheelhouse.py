@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from splitter.checksums import sha256_of
 from splitter.errors import SplitterError
 
 SCHEMA_VERSION = 2
@@ -132,12 +133,12 @@ def prepare_wheelhouse(
                 # The device runs this pip (python <wheel>/pip ...), not the venv's: Debian's and
                 # Ubuntu's ensurepip give pip 20-23, and --report needs 22.2.
                 "pip_wheel": pip_wheels[-1] if pip_wheels else None,
-                "runtime_wheel_sha256": _sha256(runtime_wheel),
+                "runtime_wheel_sha256": sha256_of(runtime_wheel),
                 "source_sha256": source_sha,
                 "requirements_sha256": requirements_sha,
                 "wheels": wheels,
                 "archive": archive.name,
-                "archive_sha256": _sha256(archive),
+                "archive_sha256": sha256_of(archive),
             }
             (staging / "wheelhouse.json").write_text(json.dumps(manifest, indent=2) + "\n")
             staging.chmod(0o755)
@@ -197,15 +198,7 @@ def _source_digests(source: Path) -> tuple[str, str]:
     for path in _source_files(source):
         digest.update(str(path.relative_to(source)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest(), _sha256(source / "pyproject.toml")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return digest.hexdigest(), sha256_of(source / "pyproject.toml")
 
 
 def _read_manifest(directory: Path) -> dict | None:

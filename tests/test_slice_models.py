@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
+from splitter.checksums import sha256_of
 from splitter.errors import SplitterError
 from splitter.manifest import read_manifest
-from splitter.model_io import sha256_of
 from splitter.slicing import slice_model
 from splitter.stages import build_stage_model
 from splitter.verify import DEFAULT_TOLERANCE

@@ -12,10 +12,8 @@ stage silent for ``dead_after_ms`` is dead, one that says "stopped" left cleanly
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -28,8 +26,9 @@ import zmq
 
 from splitter_runtime import keys, wire
 from splitter_runtime.config import GatewayConfig, load_gateway
-from splitter_runtime.errors import RuntimeFailure, WireError
+from splitter_runtime.errors import WireError
 from splitter_runtime.security import Security
+from splitter_runtime.service import serve_from_command_line
 from splitter_runtime.stage import _bind
 
 log = logging.getLogger("splitter_runtime.gateway")
@@ -389,23 +388,9 @@ class Gateway:
 
 def main(argv: list[str] | None = None) -> int:
     """``splitter-gateway --config gateway.yaml``: serve clients until SIGTERM."""
-    ap = argparse.ArgumentParser(prog="splitter-gateway", description=main.__doc__)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return serve_from_command_line(
+        "splitter-gateway", main.__doc__ or "", lambda path: Gateway(load_gateway(path)), argv
     )
-    try:
-        gw = Gateway(load_gateway(args.config))
-        signal.signal(signal.SIGTERM, gw.request_stop)
-        signal.signal(signal.SIGINT, gw.request_stop)
-        code = gw.run()
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: exit cleanly
-        return code
-    except RuntimeFailure as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

@@ -11,12 +11,10 @@ received (or arriving while draining) is computed and sent before the process ex
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -32,6 +30,7 @@ from splitter_runtime.config import StageConfig, load_stage
 from splitter_runtime.errors import ConfigError, RuntimeFailure, WireError
 from splitter_runtime.health import Stats
 from splitter_runtime.security import Security
+from splitter_runtime.service import serve_from_command_line
 
 log = logging.getLogger("splitter_runtime.stage")
 QUIET_MS = 200  # while draining: stop once nothing has arrived for this long
@@ -368,30 +367,16 @@ def _error_args(err: dict[str, str]) -> dict[str, str]:
     }
 
 
+def _build(config_path: str) -> StageServer:
+    cfg = load_stage(config_path)
+    if cfg.cpus:
+        os.sched_setaffinity(0, cfg.cpus)
+    return StageServer(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``splitter-stage --config stage.yaml``: serve one stage until SIGTERM."""
-    ap = argparse.ArgumentParser(prog="splitter-stage", description=main.__doc__)
-    ap.add_argument("--config", required=True, help="path of this stage's stage.yaml")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        cfg = load_stage(args.config)
-        if cfg.cpus:
-            os.sched_setaffinity(0, cfg.cpus)
-        server = StageServer(cfg)
-        signal.signal(signal.SIGTERM, server.request_stop)
-        signal.signal(signal.SIGINT, server.request_stop)
-        code = server.run()
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: exit cleanly
-        return code
-    except RuntimeFailure as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+    return serve_from_command_line("splitter-stage", main.__doc__ or "", _build, argv)
 
 
 if __name__ == "__main__":

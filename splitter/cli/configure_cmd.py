@@ -41,8 +41,9 @@ def configure(
     tight_memory: bool = typer.Option(False, help="--synthetic: devices too small for the model."),
 ) -> None:
     """Place contiguous slice ranges on devices: optimal latency or throughput, memory-safe."""
+    from splitter.checksums import sha256_of
     from splitter.planning import PlanOptions, make_plan, plan_document, write_plan
-    from splitter.planning.configure import check_slice_set, plan_summary, sha256_of
+    from splitter.planning.configure import check_slice_set, plan_summary
     from splitter.profile import load_profile, save_profile
 
     try:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splitter.checksums import sha256_of
 from splitter.errors import SplitterError
 from splitter.planning.baselines import baselines
 from splitter.planning.memory import nothing_fits
@@ -84,14 +84,6 @@ def make_plan(profile: Profile, options: PlanOptions) -> PlanResult:
             "proven lowest within the search budget"
         )
     return PlanResult(problem, options, result, result.stages, base, notes)
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_slice_set(profile: Profile, manifest: str | Path) -> None:
