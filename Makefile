@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   ?= work-demo
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test lint venv clean bench system-deps
 
 venv: $(VENV)/.installed
 
@@ -15,14 +15,17 @@ $(VENV)/.installed: pyproject.toml $(wildcard runtime/pyproject.toml)
 	$(BIN)/pip install -q -e '.[dev]' $(if $(wildcard runtime/pyproject.toml),-e ./runtime)
 	touch $@
 
-demo: venv
+system-deps:
+	bash scripts/system-deps.sh
+
+demo: venv system-deps
 	$(BIN)/python -m splitter.demo --workdir $(DEMO)
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint system-deps
 	$(BIN)/pytest
 
 clean:

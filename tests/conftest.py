@@ -27,6 +27,20 @@ def model_files(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
+def skip_unless_ci(reason: str) -> None:
+    """Skip where this machine cannot run the test (a developer's laptop without root), but
+    fail in CI, which must provide it: a skipped lab test in CI would hide a broken lab."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must be able to run this test, but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def environment_missing():
+    """``environment_missing(reason)``: skip here, fail in CI (see :func:`skip_unless_ci`)."""
+    return skip_unless_ci
+
+
 def _can_build_lab() -> str | None:
     """Why a lab cannot be built here, or None when it can."""
     import shutil
@@ -42,10 +56,10 @@ def _can_build_lab() -> str | None:
 
 @pytest.fixture()
 def require_lab_host() -> None:
-    """Skip (saying why) where a lab cannot be built: not root, no sshd."""
+    """Skip (saying why) where a lab cannot be built: not root, no sshd; fail in CI."""
     reason = _can_build_lab()
     if reason:
-        pytest.skip(reason)
+        skip_unless_ci(reason)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +68,7 @@ def lab():
     down: modules install and remove things on the devices, and must not see each other's."""
     reason = _can_build_lab()
     if reason:
-        pytest.skip(reason)
+        skip_unless_ci(reason)
     from splitter.lab import LabSpec, lab_down, lab_up
 
     spec = LabSpec(

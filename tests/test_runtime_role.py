@@ -61,7 +61,7 @@ def _run(inventory: Path, **extravars: Any) -> tuple[Any, dict[str, int]]:
     return result, stats
 
 
-def _fake_python_without_ensurepip(directory: Path) -> Path:
+def _fake_python_without_ensurepip(directory: Path, environment_missing) -> Path:
     """A python3 laid out like Debian's without python3-venv: the stdlib minus ensurepip."""
     real = Path("/usr/bin/python3").resolve()
     version = subprocess.run(
@@ -70,7 +70,7 @@ def _fake_python_without_ensurepip(directory: Path) -> Path:
     ).stdout.strip()  # fmt: skip
     stdlib = Path(f"/usr/lib/python{version}")
     if not (stdlib / "os.py").exists():
-        pytest.skip(f"{real} has no stdlib at {stdlib} to build a python without ensurepip from")
+        environment_missing(f"{real} has no stdlib at {stdlib} to build a python without ensurepip")
     (directory / "bin").mkdir(parents=True)
     lib = directory / "lib" / f"python{version}"
     lib.mkdir(parents=True)
@@ -108,7 +108,9 @@ print(sys.executable, sys.prefix)
 """
 
 
-def test_runtime_role_installs_offline_idempotently_and_undoes_exactly(lab, tmp_path):
+def test_runtime_role_installs_offline_idempotently_and_undoes_exactly(
+    lab, tmp_path, environment_missing
+):
     devices = {d.name: d for d in lab.devices}
     # Files that are not the role's: they must survive the undo untouched.
     for device in lab.devices:
@@ -141,7 +143,7 @@ def test_runtime_role_installs_offline_idempotently_and_undoes_exactly(lab, tmp_
         assert _snapshot(lab, devices[name]) == before[name], f"check mode changed {name}"
 
     # Install, with a fourth inventory host (dev2's address) whose python3 has no ensurepip.
-    fake = _fake_python_without_ensurepip(tmp_path / "noensurepip")
+    fake = _fake_python_without_ensurepip(tmp_path / "noensurepip", environment_missing)
     no_venv = subprocess.run([str(fake), "-m", "venv", str(tmp_path / "v")], capture_output=True)
     assert no_venv.returncode != 0  # really cannot make a venv
     broken = yaml.safe_load(inv.read_text())
