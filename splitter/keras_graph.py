@@ -63,15 +63,11 @@ def check_keras_version() -> None:
         )
 
 
-def is_functional(model: Any) -> bool:
-    """True for a Functional or a built Sequential model (both expose a node graph)."""
-    return _graph_of(model) is not None
-
-
 def _graph_of(model: Any) -> Any:
     """The Functional graph behind a model: itself, or a Sequential's internal functional."""
     if isinstance(model, keras.Sequential):
-        model.build() if not model.built else None
+        if not model.built:
+            model.build()
         return getattr(model, "_functional", None)
     if hasattr(model, "_nodes_by_depth") and getattr(model, "_inputs", None) is not None:
         return model
@@ -297,11 +293,6 @@ def operation_weights_bytes(operations: list[Any]) -> int:
     return total
 
 
-def layer_weights_count(model: Any) -> int:
-    """Number of weights a model holds; zero means it has no layers to cut."""
-    return len(model.weights)
-
-
 def estimate_flops(node: GraphNode) -> int:
     """Rough FLOPs per sample: 2 × kernel size × output positions, else one per output element.
 
@@ -309,7 +300,7 @@ def estimate_flops(node: GraphNode) -> int:
     multiply-adds; for element-wise and pooling layers the output size is the right order.
     """
     output_elements = sum(_elements(t) for t in node.outputs)
-    kernel = getattr(node.operation, "kernel", None) if hasattr(node.operation, "kernel") else None
+    kernel = getattr(node.operation, "kernel", None)
     if kernel is None:
         kernel = getattr(node.operation, "depthwise_kernel", None)
     if kernel is None or not node.outputs:

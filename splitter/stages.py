@@ -128,11 +128,9 @@ def _numeric_mismatch(model: Any, content: bytes) -> str | None:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from splitter.verify import compare
+    from splitter.verify import compare, random_inputs
 
     specs = [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)} for t in model.inputs]
-    from splitter.verify import random_inputs
-
     given = random_inputs(specs, 1, seed=7)
     expected = {k: np.asarray(v) for k, v in model(given).items()}
     try:

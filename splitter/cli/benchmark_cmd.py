@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import typer
@@ -85,7 +84,6 @@ def _run_with_progress(slices, inventory, batch_sizes, out):
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[what]}"), TimeElapsedColumn())  # fmt: skip
-    cancelled = threading.Event()
     with Progress(*columns, console=console, transient=True) as bar:
         convert = bar.add_task("converting slices", total=None, what="")
         hosts: dict[str, int] = {}
@@ -103,14 +101,10 @@ def _run_with_progress(slices, inventory, batch_sizes, out):
             state = event["event"].removeprefix("runner_on_")
             bar.update(hosts[host], what=f"{task} ({state})")
 
-        try:
-            return run_benchmark(
-                slices, inventory, batch_sizes, out, on_event=on_event, on_convert=on_convert,
-                cancel=cancelled.is_set,
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            cancelled.set()
-            raise
+        # Ctrl-C is turned into ansible-runner's cancel inside run_playbook.
+        return run_benchmark(
+            slices, inventory, batch_sizes, out, on_event=on_event, on_convert=on_convert
+        )
 
 
 def _print_report(report) -> None:
