@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from splitter_runtime import config, keys
 from splitter_runtime.backends import sha256_file
 from splitter_runtime.client import Client
 from splitter_runtime.errors import ConfigError, GatewayUnavailable
+from splitter_runtime.ports import free_ports
 from splitter_runtime.wire import TensorSpec
 
 
@@ -42,10 +42,8 @@ class StageSpec:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free right now (a stage that loses the race fails to bind loudly)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """One free port outside the ephemeral range (see :mod:`splitter_runtime.ports`)."""
+    return free_ports(1, host)[0]
 
 
 class LocalPipeline:
@@ -77,11 +75,13 @@ class LocalPipeline:
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs: dict[str, Any] = {}
         addr = f"tcp://{host}:"
-        self.client_address = addr + str(client_port or free_port(host))
-        self.result_address = addr + str(free_port(host))
-        self.heartbeat_address = addr + str(free_port(host))
-        self.data_addresses = [addr + str(free_port(host)) for _ in stages]
-        self.health_addresses = {s.name: addr + str(free_port(host)) for s in stages}
+        # distinct ports, all chosen at once: two addresses of one pipeline never collide
+        ports = iter(free_ports(3 + 2 * len(stages), host))
+        self.client_address = addr + str(client_port or next(ports))
+        self.result_address = addr + str(next(ports))
+        self.heartbeat_address = addr + str(next(ports))
+        self.data_addresses = [addr + str(next(ports)) for _ in stages]
+        self.health_addresses = {s.name: addr + str(next(ports)) for s in stages}
         self.keys_dir = self.workdir / "keys"
         self.config_paths: dict[str, Path] = {}
         atexit.register(self.stop)
@@ -195,6 +195,7 @@ class LocalPipeline:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] | str = "no answer from the gateway"
         with self.client(timeout_s=5.0) as c:
             while time.monotonic() < deadline:
                 for name, proc in self.procs.items():
@@ -205,15 +206,22 @@ class LocalPipeline:
                             f"see {self.workdir / 'logs' / (name + '.log')}",
                         )
                 try:
-                    if c.status(timeout_s=1.0).get("ready"):
+                    last = c.status(timeout_s=1.0)
+                    if last.get("ready"):
                         return
-                except GatewayUnavailable:
-                    pass
-                except Exception:  # RequestTimeout while the gateway starts
-                    pass
+                except Exception as exc:  # GatewayUnavailable/RequestTimeout while it starts
+                    last = f"no answer from the gateway ({type(exc).__name__}: {exc})"
                 time.sleep(0.1)
+        states = (
+            {s["name"]: s["state"] for s in last.get("stages", [])}
+            if isinstance(last, dict)
+            else last
+        )
+        tails = "\n".join(
+            f"--- {name}.log (last lines)\n{self.log_tail(name, 6)}" for name in self.procs
+        )
         raise GatewayUnavailable(
-            f"the local pipeline was not ready within {timeout_s:g} s",
+            f"the local pipeline was not ready within {timeout_s:g} s; stages: {states}\n{tails}",
             f"see the logs in {self.workdir / 'logs'}",
         )
 
