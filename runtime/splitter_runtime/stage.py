@@ -34,6 +34,8 @@ from splitter_runtime.service import serve_from_command_line
 
 log = logging.getLogger("splitter_runtime.stage")
 QUIET_MS = 200  # while draining: stop once nothing has arrived for this long
+IDLE_MS = 100  # an idle stage wakes this often to see whether it should drain
+_STAGE_KINDS = frozenset({"data", "error"})
 
 
 @dataclass
@@ -73,6 +75,9 @@ class StageServer:
         self._queue: deque[_Item] = deque()
         self._drain_deadline: float | None = None
         self._out_dtypes = {s.name: np.dtype(s.dtype) for s in cfg.outputs}
+        self._out_names = set(self._out_dtypes)
+        self._expect = wire.Expected(cfg.inputs)  # checked on every message: compiled once
+        self._batching = cfg.batch_size > 1
         self._beat_seq = 0
         self.ctx = zmq.Context()
         sec = cfg.security
@@ -147,35 +152,46 @@ class StageServer:
         self.stats.state = "serving"
         log.info("stage %s: serving %s -> %s (%s)", cfg.name, cfg.bind, cfg.connect, cfg.backend)
         self._drain_deadline: float | None = None
+        # Idle: block in recv (no poll/recv pair per message); wake every IDLE_MS to check
+        # whether a drain was requested.
+        pull.rcvtimeo = IDLE_MS
         last_arrival = time.monotonic()
         try:
             while True:
                 if self._draining.is_set() and self._drain_deadline is None:
                     self.stats.state = "draining"
                     self._drain_deadline = time.monotonic() + lim.drain_timeout_ms / 1000
-                if self._fill(0 if self._queue else 100):
+                if not self._queue:
+                    if self._drain_deadline is not None and time.monotonic() > self._drain_deadline:
+                        break  # still receiving at the drain limit: stop anyway
+                    try:
+                        frames = pull.recv_multipart(copy=False)
+                    except zmq.Again:
+                        if self._drain_deadline is not None:
+                            quiet = (time.monotonic() - last_arrival) * 1000 > QUIET_MS
+                            if quiet or time.monotonic() > self._drain_deadline:
+                                break
+                        continue
                     last_arrival = time.monotonic()
-                if self._queue:
+                    self._accept(frames)
+                if self._batching and self._fill():  # take what else has arrived, to batch
+                    last_arrival = time.monotonic()
+                if self._queue:  # (empty when the message was junk naming no request id)
                     self._process()
-                    continue
-                if self._drain_deadline is not None:
-                    quiet = (time.monotonic() - last_arrival) * 1000 > QUIET_MS
-                    if quiet or time.monotonic() > self._drain_deadline:
-                        break
         finally:
             pull.close()
             push.close()  # linger lets queued results flush
         log.info("stage %s: stopped after serving %d", cfg.name, self.stats.served)
 
-    def _fill(self, timeout_ms: int) -> bool:
-        """Move what has arrived into the local queue (bounded by ``max_queue``)."""
-        room = self.cfg.limits.max_queue - len(self._queue)
-        if room <= 0 or not self._pull.poll(timeout_ms):
-            return False
+    def _fill(self) -> bool:
+        """Move what has already arrived into the local queue (bounded by ``max_queue``)."""
+        pull = self._pull
         got = False
-        for _ in range(room):
+        for _ in range(self.cfg.limits.max_queue - len(self._queue)):
+            if not pull.get(zmq.EVENTS) & zmq.POLLIN:
+                break
             try:
-                frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             got = True
@@ -188,9 +204,9 @@ class StageServer:
         try:
             msg = wire.decode(
                 frames,
-                expect=self.cfg.inputs,
+                expect=self._expect,
                 max_bytes=self.cfg.limits.max_message_bytes,
-                kinds=frozenset({"data", "error"}),
+                kinds=_STAGE_KINDS,
             )
         except WireError as exc:
             self.stats.count("rejected")
@@ -256,14 +272,15 @@ class StageServer:
                 self.stats.record(1, (done - it.received) * 1000, compute_ms)
 
     def _check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:
-        names = {s.name for s in self.cfg.outputs}
-        if set(outputs) != names:
+        names = self._out_names
+        if outputs.keys() != names:
             raise RuntimeFailure(f"model returned {sorted(outputs)}, config says {sorted(names)}")
-        for s in self.cfg.outputs:
-            if outputs[s.name].dtype != self._out_dtypes[s.name]:
-                outputs[s.name] = outputs[s.name].astype(s.dtype)
-            if outputs[s.name].shape[:1] != (batch,):
-                raise RuntimeFailure(f"output {s.name} has batch {outputs[s.name].shape[:1]}")
+        for name, dtype in self._out_dtypes.items():
+            out = outputs[name]
+            if out.dtype != dtype:
+                outputs[name] = out = out.astype(dtype)
+            if out.shape[:1] != (batch,):
+                raise RuntimeFailure(f"output {name} has batch {out.shape[:1]}")
 
     def _send(self, frames: list[Any], req_id: str) -> bool:
         """Send downstream, waiting (bounded) while the downstream is full or absent."""

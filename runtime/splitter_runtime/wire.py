@@ -176,7 +176,7 @@ def _check_shape(shape: Any, where: str, rid: str | None) -> tuple[int, ...]:
 def decode(
     frames: Sequence[Any],
     *,
-    expect: Sequence[TensorSpec] | None = None,
+    expect: Sequence[TensorSpec] | Expected | None = None,
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     kinds: frozenset[str] = KINDS,
 ) -> Message:
@@ -260,12 +260,30 @@ def decode(
     )
 
 
+class Expected:
+    """Tensor specs compiled once for the per-message check (a receiver's expected inputs)."""
+
+    __slots__ = ("names", "specs", "want")
+
+    def __init__(self, specs: Sequence[TensorSpec]) -> None:
+        self.specs = tuple(specs)
+        self.want = {s.name: (s.dtype, tuple(s.shape), len(s.shape)) for s in self.specs}
+        self.names = self.want.keys()
+
+
+def _expected(expect: Sequence[TensorSpec] | Expected) -> Expected:
+    return expect if isinstance(expect, Expected) else Expected(expect)
+
+
 def check_tensors(
-    tensors: Mapping[str, np.ndarray], expect: Sequence[TensorSpec], rid: str | None
+    tensors: Mapping[str, np.ndarray],
+    expect: Sequence[TensorSpec] | Expected,
+    rid: str | None,
 ) -> None:
     """The tensors are exactly the expected ones, with matching dtypes, shapes and one batch."""
-    want = {s.name: s for s in expect}
-    if set(tensors) != set(want):
+    exp = _expected(expect)
+    want = exp.want
+    if tensors.keys() != exp.names:
         missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
         raise _fail(
             f"tensors do not match the stage's inputs (missing {missing}, unexpected {extra})",
@@ -274,24 +292,23 @@ def check_tensors(
         )
     batch: int | None = None
     for name, arr in tensors.items():
-        spec = want[name]
-        if _WIRE_NAME.get(arr.dtype) != spec.dtype:
+        dtype, shape, ndim = want[name]
+        if _WIRE_NAME.get(arr.dtype) != dtype:
             raise _fail(
-                f"tensor {name}: dtype {arr.dtype}, expected {spec.dtype}",
-                f"cast with .astype('{spec.dtype}')",
+                f"tensor {name}: dtype {arr.dtype}, expected {dtype}",
+                f"cast with .astype('{dtype}')",
                 rid,
             )
-        ok = arr.ndim == len(spec.shape) and all(
-            w is None or w == d for w, d in zip(spec.shape, arr.shape, strict=False)
-        )
-        if not ok:
+        got = arr.shape
+        if len(got) != ndim or not all(
+            w is None or w == d for w, d in zip(shape, got, strict=False)
+        ):
             raise _fail(
-                f"tensor {name}: shape {list(arr.shape)}, expected {list(spec.shape)} "
-                "(null = any size)",
+                f"tensor {name}: shape {list(got)}, expected {list(shape)} (null = any size)",
                 "reshape the input (the first dimension is the batch)",
                 rid,
             )
-        if arr.ndim:
-            if batch is not None and arr.shape[0] != batch:
+        if ndim:
+            if batch is not None and got[0] != batch:
                 raise _fail("tensors disagree on the batch size", "send one batch size", rid)
-            batch = arr.shape[0]
+            batch = got[0]
