@@ -33,6 +33,8 @@ from splitter_runtime.stage import _bind
 
 log = logging.getLogger("splitter_runtime.gateway")
 _CLIENT_KINDS = frozenset({"infer", "status", "info"})
+_RESULT_KINDS = frozenset({"data", "error"})
+CHECK_EVERY_S = 0.01  # deadlines and heartbeat silences are checked this often, not per message
 STOP_GRACE_S = 0.3
 _STATE_FROM_BEAT = {"serving": "up", "draining": "draining", "stopped": "stopped"}
 
@@ -75,6 +77,9 @@ class Gateway:
         self._next = 0
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once the sockets are bound
+        self._inputs = wire.Expected(cfg.inputs)  # checked on every message: compiled once
+        self._outputs = wire.Expected(cfg.outputs)
+        self._next_check = 0.0
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -137,7 +142,7 @@ class Gateway:
                     # the connection closes (closing right away lost replies under load).
                     if now > stop_deadline or now - idle_since > STOP_GRACE_S:
                         break
-                timeout = 5 if self.waiting else 50
+                timeout = 5 if self.waiting else (10 if self.inflight else 50)
                 events = dict(poller.poll(timeout))
                 if self.results in events:
                     self._drain(self.results, self._on_result)
@@ -145,8 +150,12 @@ class Gateway:
                     self._drain(self.beats, self._on_beat)
                 if self.clients in events:
                     self._drain(self.clients, self._on_client)
-                self._push_waiting()
-                self._check_deadlines()
+                if self.waiting:
+                    self._push_waiting()
+                now = time.monotonic()
+                if now >= self._next_check:
+                    self._next_check = now + CHECK_EVERY_S
+                    self._check_deadlines()
         finally:
             for pending_id in list(self.inflight):
                 self._fail(pending_id, "gateway", "the gateway stopped", "resubmit later")
@@ -165,6 +174,8 @@ class Gateway:
             except zmq.Again:
                 return
             handler(frames)
+            if not sock.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv raising Again
+                return
 
     # -- clients ---------------------------------------------------------------------------
     def _reply(self, ident: bytes, frames: list[Any]) -> None:
@@ -182,7 +193,7 @@ class Gateway:
         try:
             msg = wire.decode(
                 frames[1:],
-                expect=self.cfg.inputs,
+                expect=self._inputs,
                 max_bytes=self.cfg.limits.max_message_bytes,
                 kinds=_CLIENT_KINDS,
             )
@@ -255,9 +266,9 @@ class Gateway:
         try:
             msg = wire.decode(
                 frames,
-                expect=self.cfg.outputs,
+                expect=self._outputs,
                 max_bytes=self.cfg.limits.max_message_bytes,
-                kinds=frozenset({"data", "error"}),
+                kinds=_RESULT_KINDS,
             )
         except WireError as exc:
             self.counts["rejected"] += 1
