@@ -41,6 +41,7 @@ from splitter_runtime.errors import (
 log = logging.getLogger("splitter_runtime.client")
 _REPLY_KINDS = frozenset({"result", "error", "status", "info"})
 _ids = itertools.count()
+RECV_SLICE_MS = 50  # predict()'s direct path looks up from its socket this often
 
 
 @dataclass
@@ -99,6 +100,10 @@ class Client:
         self._in = self._ctx.socket(zmq.PAIR)
         self._in.linger = 0
         self._in.bind(inproc)
+        # predict()'s direct path: a second DEALER the calling thread uses itself (one caller at
+        # a time, under this lock), so a synchronous request costs no thread handoff.
+        self._sync_lock = threading.Lock()
+        self._sync: zmq.Socket | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, args=(inproc,), name="splitter-client", daemon=True
@@ -114,7 +119,16 @@ class Client:
 
     def predict(self, inputs: Any, timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """One request, waiting for its answer. Outputs are read-only views; copy to modify."""
-        return self._wait(self.submit(inputs, timeout_s), timeout_s)
+        tensors = self._as_tensors(inputs)
+        fut = None
+        if self._sync_lock.acquire(blocking=False):  # else another thread is on it: use the pipe
+            try:
+                fut = self._predict_direct(tensors, timeout_s)
+            finally:
+                self._sync_lock.release()
+        if fut is None:
+            fut = self._submit("infer", tensors, timeout_s)
+        return self._wait(fut, timeout_s)
 
     def map(
         self, batches: Iterable[Any], timeout_s: float | None = None, window: int = 16
@@ -174,8 +188,17 @@ class Client:
         self._thread.join(5)
         for p in self._take_all():
             self._resolve_error(p, RequestFailed(p.id, "the client was closed before an answer"))
-        self._in.close()
-        self._ctx.term()
+        # A predict() on the direct socket sees its request failed within one RECV_SLICE_MS.
+        if self._sync_lock.acquire(timeout=5):
+            if self._sync is not None:
+                self._sync.close(linger=0)
+                self._sync = None
+            self._sync_lock.release()
+            self._in.close()
+            self._ctx.term()
+        else:  # a caller is stuck on the direct socket: do not wait for it forever
+            self._in.close()
+            self._ctx.destroy(linger=0)
 
     def __enter__(self) -> Client:
         return self
@@ -201,27 +224,84 @@ class Client:
             wire.check_tensors(tensors, expect, None)
         return tensors
 
-    def _submit(self, kind: str, tensors: dict[str, np.ndarray], timeout_s: float | None) -> Future:
+    def _open_sync(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        self._configure(sock)
+        sock.rcvtimeo = RECV_SLICE_MS
+        sock.connect(self.address)
+        self._sync = sock
+        return sock
+
+    def _configure(self, dealer: zmq.Socket) -> None:
+        dealer.linger = 0
+        dealer.immediate = 1  # queue nothing until the (authenticated) connection is up
+        dealer.sndhwm = dealer.rcvhwm = 1000
+        dealer.maxmsgsize = self.max_message_bytes
+        dealer.heartbeat_ivl, dealer.heartbeat_timeout = 1000, 3000
+        if self._keypair is not None:
+            dealer.curve_publickey, dealer.curve_secretkey = self._keypair
+            dealer.curve_serverkey = self._server_key
+
+    def _predict_direct(
+        self, tensors: dict[str, np.ndarray], timeout_s: float | None
+    ) -> Future | None:
+        """Send on the direct socket and read the answer in this thread; ``None`` when that
+        socket is not connected yet (the caller then goes through the I/O thread, which also
+        reports refused keys). Deadlines stay the I/O thread's job: it fails the future."""
+        sock = self._sync if self._sync is not None else self._open_sync()
+        if not self._connected or self._stop.is_set():
+            return None
+        p, frames = self._prepare("infer", tensors, timeout_s)
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # not connected (yet): hand it to the I/O thread instead
+            self._take(p.id)
+            self._slots.release()
+            return None
+        fut = p.future
+        fut.add_done_callback(lambda _f: self._slots.release())
+        while not fut.done():
+            try:
+                reply = sock.recv_multipart(copy=False)
+            except zmq.Again:
+                continue  # a slice passed: the I/O thread may have expired or closed it
+            self._on_reply(reply)
+        return fut
+
+    def _prepare(
+        self, kind: str, tensors: dict[str, np.ndarray], timeout_s: float | None
+    ) -> tuple[PendingRequest, list[Any]]:
+        """Register a request (its id, deadline, slot in the window) and encode it."""
         if self._stop.is_set():
             raise RequestFailed("-", "the client is closed", "create a new Client")
         timeout = self.timeout_s if timeout_s is None else timeout_s
         rid = f"{self._prefix}.{next(_ids)}"
         fut: Future = Future()
-        if kind == "infer":  # status/info queries never wait behind a full window
-            if not self._slots.acquire(timeout=timeout):
-                raise RequestTimeout(
-                    rid,
-                    f"{timeout:g} s passed with the in-flight window full",
-                    "raise max_in_flight, or wait for answers before submitting more",
-                )
-            fut.add_done_callback(lambda _f: self._slots.release())
+        # status/info queries never wait behind a full window
+        if kind == "infer" and not self._slots.acquire(timeout=timeout):
+            raise RequestTimeout(
+                rid,
+                f"{timeout:g} s passed with the in-flight window full",
+                "raise max_in_flight, or wait for answers before submitting more",
+            )
         p = PendingRequest(rid, kind, tensors, timeout, time.monotonic() + timeout, fut)
-        frames = wire.encode(kind, rid, tensors, timeout_ms=max(1, int(timeout * 1000)))
+        try:
+            frames = wire.encode(kind, rid, tensors, timeout_ms=max(1, int(timeout * 1000)))
+        except BaseException:
+            if kind == "infer":
+                self._slots.release()
+            raise
         with self._lock:
             self._pending[rid] = p
+        return p, frames
+
+    def _submit(self, kind: str, tensors: dict[str, np.ndarray], timeout_s: float | None) -> Future:
+        p, frames = self._prepare(kind, tensors, timeout_s)
+        if kind == "infer":
+            p.future.add_done_callback(lambda _f: self._slots.release())
         with self._send_lock:
-            self._in.send_multipart([rid.encode(), *frames], copy=False)
-        return fut
+            self._in.send_multipart([p.id.encode(), *frames], copy=False)
+        return p.future
 
     def _wait(self, fut: Future, timeout_s: float | None) -> Any:
         timeout = self.timeout_s if timeout_s is None else timeout_s
@@ -254,14 +334,7 @@ class Client:
         pipe.linger = 0
         pipe.connect(inproc)
         dealer = self._ctx.socket(zmq.DEALER)
-        dealer.linger = 0
-        dealer.immediate = 1  # queue nothing until the (authenticated) connection is up
-        dealer.sndhwm = dealer.rcvhwm = 1000
-        dealer.maxmsgsize = self.max_message_bytes
-        dealer.heartbeat_ivl, dealer.heartbeat_timeout = 1000, 3000
-        if self._keypair is not None:
-            dealer.curve_publickey, dealer.curve_secretkey = self._keypair
-            dealer.curve_serverkey = self._server_key
+        self._configure(dealer)
         monitor = dealer.get_monitor_socket()
         dealer.connect(self.address)
         poller = zmq.Poller()
