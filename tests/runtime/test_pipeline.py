@@ -53,13 +53,27 @@ def test_three_stages_give_the_whole_models_outputs(pipelines, stages3, referenc
         for x, fut in zip(xs, futures, strict=True):
             np.testing.assert_allclose(only(fut.result(60)), reference(x), rtol=1e-4, atol=1e-5)
         assert list(c.map(xs[:3], window=2))[2].keys() == {"predictions__0__0"}
+        # predict() from several threads at once: one on the direct socket, the others through
+        # the I/O thread; each gets its own answer and nothing stays pending.
+        outs: dict[int, np.ndarray] = {}
+        threads = [
+            threading.Thread(target=lambda i=i: outs.__setitem__(i, only(c.predict(xs[i]))))
+            for i in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for i in range(4):
+            np.testing.assert_allclose(outs[i], reference(xs[i]), rtol=1e-4, atol=1e-5)
+        assert c.pending() == []
         status = c.status()
-    assert status["ready"] and status["gateway"]["served"] >= 27
+    assert status["ready"] and status["gateway"]["served"] >= 31
     assert [s["state"] for s in status["stages"]] == ["up", "up", "up"]
     health = p.health("s1")
     for key in ("served", "failed", "latency_p50_ms", "latency_p99_ms", "queue_depth", "rss_bytes"):
         assert key in health
-    assert health["served"] >= 27 and health["rss_bytes"] > 0
+    assert health["served"] >= 31 and health["rss_bytes"] > 0
 
 
 def test_bad_input_gets_an_explicit_error_naming_cause_and_fix(pipelines, stages3):

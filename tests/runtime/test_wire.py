@@ -140,3 +140,15 @@ def test_the_runtime_never_pickles():
         text = path.read_text()
         found = re.findall(r"import pickle|pickle\.[a-z]|_pyobj|allow_pickle", text)
         assert not found, f"{path} uses {found}"
+
+
+def test_compiled_expectations_check_exactly_like_the_specs():
+    compiled = wire.Expected(SPEC)
+    frames = [bytes(f) for f in valid(3)]
+    assert wire.decode(frames, expect=compiled).tensors.keys() == {"a", "b"}
+    bad = [_hdr(frames, shape=[3, 3, 1]), *frames[1:]]
+    for expect in (SPEC, compiled):
+        with pytest.raises(WireError, match="expected"):
+            wire.decode(bad, expect=expect)
+    with pytest.raises(WireError, match="missing"):
+        wire.check_tensors({"a": np.ones((1, 3), np.float32)}, compiled, "r")
