@@ -7,12 +7,15 @@ upstream while its health port admits only the watcher.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +86,44 @@ class Security:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+
+
+_REFUSED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+class Redialer:
+    """Dials a CURVE client socket again after its server refused the handshake.
+
+    libzmq does not retry a refused handshake, so a stage that connected before its server
+    knew its key (a gateway restarted with a new allowlist) would stay cut off for good. The
+    owner thread calls :meth:`tick` in its loop; a refusal is retried every ``retry_s``.
+    """
+
+    def __init__(self, sock: zmq.Socket, address: str, retry_s: float = 2.0) -> None:
+        self.sock, self.address, self.retry_s = sock, address, retry_s
+        self.monitor = sock.get_monitor_socket(_REFUSED)
+        self._due: float | None = None
+
+    def tick(self) -> None:
+        while True:
+            try:
+                recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if self._due is None:
+                log.warning("%s refused our key; dialing again in %g s", self.address, self.retry_s)
+                self._due = time.monotonic() + self.retry_s
+        if self._due is not None and time.monotonic() >= self._due:
+            self._due = None
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disconnect(self.address)
+            self.sock.connect(self.address)
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.disable_monitor()
+        self.monitor.close(linger=0)

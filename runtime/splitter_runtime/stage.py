@@ -29,7 +29,7 @@ from splitter_runtime import backends, keys, wire
 from splitter_runtime.config import StageConfig, load_stage
 from splitter_runtime.errors import ConfigError, RuntimeFailure, WireError
 from splitter_runtime.health import Stats
-from splitter_runtime.security import Security
+from splitter_runtime.security import Redialer, Security
 from splitter_runtime.service import serve_from_command_line
 
 log = logging.getLogger("splitter_runtime.stage")
@@ -148,6 +148,7 @@ class StageServer:
         if cfg.security.curve:
             sec.connect_to(push, keys.load_public(cfg.security.downstream_key))
         push.connect(cfg.connect)
+        redial = Redialer(push, cfg.connect) if cfg.security.curve else None
         self._pull, self._push = pull, push
         self.stats.state = "serving"
         log.info("stage %s: serving %s -> %s (%s)", cfg.name, cfg.bind, cfg.connect, cfg.backend)
@@ -167,6 +168,8 @@ class StageServer:
                     try:
                         frames = pull.recv_multipart(copy=False)
                     except zmq.Again:
+                        if redial is not None:
+                            redial.tick()
                         if self._drain_deadline is not None:
                             quiet = (time.monotonic() - last_arrival) * 1000 > QUIET_MS
                             if quiet or time.monotonic() > self._drain_deadline:
@@ -179,6 +182,8 @@ class StageServer:
                 if self._queue:  # (empty when the message was junk naming no request id)
                     self._process()
         finally:
+            if redial is not None:
+                redial.close()
             pull.close()
             push.close()  # linger lets queued results flush
         log.info("stage %s: stopped after serving %d", cfg.name, self.stats.served)
@@ -335,6 +340,7 @@ class StageServer:
                 if cfg.security.curve:
                     self.security.connect_to(pub, keys.load_public(cfg.security.heartbeat_key))
                 pub.connect(cfg.heartbeat_connect)
+            redial = Redialer(pub, cfg.heartbeat_connect) if pub and cfg.security.curve else None
         except BaseException as exc:
             self._health_error = exc
             self._health_ready.set()
@@ -348,6 +354,10 @@ class StageServer:
             if pub is not None and time.monotonic() >= next_beat:
                 self._beat(pub)
                 next_beat = time.monotonic() + interval
+                if redial is not None:
+                    redial.tick()
+        if redial is not None:
+            redial.close()
         if pub is not None:
             self._beat(pub)  # a last beat saying "stopped": a clean exit, not a crash
             pub.close()
