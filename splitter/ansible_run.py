@@ -169,7 +169,10 @@ def _record(event: dict[str, Any], hosts: dict[str, HostOutcome]) -> None:
         outcome.message = _first_line(result.get("msg", "unreachable"))
     elif kind == "runner_on_failed" and not data.get("ignore_errors"):
         outcome.status, outcome.task = "failed", task
-        outcome.message = _first_line(result.get("msg") or result.get("stderr") or "failed")
+        message = result.get("msg") or ""
+        if result.get("stderr") and (not message or message == "non-zero return code"):
+            message = result["stderr"]  # a command's own words say more than its exit code
+        outcome.message = _first_line(message or "failed")
 
 
 def _first_line(text: Any) -> str:

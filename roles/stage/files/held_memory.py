@@ -1,4 +1,5 @@
 """Print the resident memory (bytes) of processes whose command line mentions argv[1]."""
+
 import json
 import os
 import sys
