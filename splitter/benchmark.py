@@ -71,11 +71,78 @@ def make_bundle(
                     "activation_bytes_per_sample": entry["activation_bytes_per_sample"],
                 }
             )
+        whole = whole_model_tflite(manifest)
+        if whole is not None:
+            archive.add(str(whole), arcname="whole.tflite")
+            index["whole"] = {
+                "file": "whole.tflite",
+                "tflite_sha256": sha256_of(whole),
+                "inputs": manifest.slices[0]["inputs"],
+                "param_bytes": sum(entry["param_bytes"] for entry in manifest.slices),
+                "activation_bytes_per_sample": max(
+                    entry["activation_bytes_per_sample"] for entry in manifest.slices
+                ),
+            }
         data = json.dumps(index).encode()
         info = tarfile.TarInfo("index.json")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
     return path
+
+
+def whole_model_tflite(manifest: Manifest) -> Path | None:
+    """The whole model re-cut as one LiteRT file (cached by the manifest's sha256), or None
+    when it does not convert.
+
+    Timing slices one by one overstates what a stage costs: every slice pays a call and
+    copies its inputs and outputs, which a stage (one fused model) does not. The whole model's
+    time on each device turns the slice timings into stage estimates (see calibrate()).
+    """
+    from splitter.litert_cache import default_cache_dir
+    from splitter.stages import build_stage_model, convert_to_tflite
+
+    cache = default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"whole-{manifest.sha256()}.tflite"
+    failed = cache / f"whole-{manifest.sha256()}.failed"
+    if path.is_file():
+        return path
+    if failed.exists():
+        return None
+    result = convert_to_tflite(build_stage_model(manifest, 0, len(manifest.slices)), path)
+    if result.path is None:
+        failed.write_text(str(getattr(result, "reason", "")))
+        return None
+    return Path(result.path)
+
+
+def calibrate(compute: dict[str, Any]) -> dict[str, Any]:
+    """Scale one device's slice timings so that they add up to the whole model's time.
+
+    The scale (whole / Σ slices, per batch size) applies to every slice alike: a stage's
+    estimate is then its share of the whole model's measured time. The raw figures stay in
+    ``calibration`` so nothing measured is lost.
+    """
+    out = {}
+    for batch, table in compute.items():
+        table = dict(table)
+        whole = table.pop("whole_median_ms", None)
+        whole_p90 = table.pop("whole_p90_ms", None)
+        medians = table["median_ms"]
+        total = sum(m for m in medians if m is not None)
+        if whole is not None and total > 0 and all(m is not None for m in medians):
+            scale = whole / total
+            p90_total = sum(p for p in table["p90_ms"] if p is not None)
+            p90_scale = (whole_p90 / p90_total) if whole_p90 and p90_total else scale
+            table["median_ms"] = [round(m * scale, 6) for m in medians]
+            table["p90_ms"] = [None if p is None else round(p * p90_scale, 6)
+                               for p in table["p90_ms"]]  # fmt: skip
+            table["calibration"] = {
+                "whole_median_ms": whole, "slices_sum_ms": round(total, 4),
+                "scale": round(scale, 6),
+            }  # fmt: skip
+        out[batch] = table
+    return out
 
 
 def run_benchmark(
@@ -176,7 +243,7 @@ def profile_from_results(
                 "backend": slices["backend"],
                 "usable_memory_bytes": facts["memory"]["usable_bytes"],
                 "runtime_overhead_bytes": slices["runtime_overhead_bytes"],
-                "compute": slices["compute"],
+                "compute": calibrate(slices["compute"]),
             }
         )
         links += [_link(name, link) for link in record["links"] if "error" not in link]

@@ -100,7 +100,9 @@ compute:
   description: >-
     Per batch size (string key), lists indexed by slice - C(median_ms), C(p90_ms),
     C(peak_activation_bytes) (peak resident memory above the runtime and the weights) and
-    C(fits); null timings where the slice did not fit or failed.
+    C(fits); null timings where the slice did not fit or failed. When the bundle holds the
+    whole model as one file too, C(whole_median_ms) and C(whole_p90_ms) time it at that
+    batch size (the controller calibrates the per-slice figures with it).
   returned: success
   type: dict
 errors:
@@ -276,7 +278,10 @@ def _unpack_bundle(module, path):
     with tarfile.open(path) as archive:
         index = json.loads(archive.extractfile("index.json").read())
         models = {}
-        for entry in index["slices"]:
+        entries = list(index["slices"])
+        if index.get("whole"):
+            entries.append({**index["whole"], "index": "whole"})
+        for entry in entries:
             name = os.path.basename(entry["file"])
             digest = hashlib.sha256()
             destination = os.path.join(target, name)
@@ -350,6 +355,18 @@ def main():
             packed = 2 * entry["param_bytes"]
             table["peak_activation_bytes"][position] = max(0, result["peak_bytes"] - packed)
             table["fits"][position] = True
+        whole = index.get("whole")
+        need = estimate_need(whole, batch, overhead) if whole else 0
+        if whole and all(table["fits"]) and not (usable and need > usable):
+            result, reason = run_in_child(
+                measure_one, params["slice_timeout_s"], models["whole"], whole["inputs"],
+                batch, threads, params["min_repeats"], params["max_repeats"], params["min_time_s"],
+            )  # fmt: skip
+            if result is not None:
+                table["whole_median_ms"] = round(result["median_ms"], 4)
+                table["whole_p90_ms"] = round(result["p90_ms"], 4)
+            else:
+                errors.append({"slice": "whole", "batch_size": batch, "reason": reason})
         compute[str(batch)] = table
     module.exit_json(
         changed=False,
