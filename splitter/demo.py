@@ -1,16 +1,16 @@
 """`make demo`: the whole flow on the embedded default, one step after another.
 
 Builds a real example model (MobileNetV2, weights=None), slices and verifies it, measures
-it on a 3-device lab (root) through Ansible, plans the placement, runs the planned stages
-as local processes wired with CURVE-secured ZeroMQ, compares their answers with the whole
-model's, and takes everything down again. Each step prints what it did.
+it on a 3-device lab (root) through Ansible, plans the placement, deploys the planned stages
+to the lab's devices through Ansible (CURVE-secured ZeroMQ between them), compares their
+answers with the whole model's, shows status, undoes the deployment and removes the lab.
+Each step prints what it did.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -82,19 +82,44 @@ def run(workdir: Path, kind: str) -> int:
     summary.append(("plan", f"{len(plan['stages'])} stages: {stages}"))
     summary.append(("predicted latency", f"{plan['predicted']['latency_ms']:.2f} ms"))
 
-    started = step("5. run the stages (local processes, CURVE) and predict")
-    measured_ms, max_diff = _serve_and_compare(plan_path, model_path, workdir / "run")
-    done(started, f"{REQUESTS} requests; p50 {measured_ms:.2f} ms; max |diff| {max_diff:.2g}")
-    summary.append(("measured latency p50", f"{measured_ms:.2f} ms"))
-    summary.append(("pipeline vs whole model", f"max |diff| {max_diff:.2g}"))
+    os.environ["SPLITTER_HOME"] = str((workdir / "home").resolve())  # the demo's own records
+    started = step("5. deploy (Ansible: runtime, stage models, keys, services, gateway)")
+    from splitter.deploy import deploy
 
-    started = step("6. undo")
-    if lab_name:
+    try:
+        report = deploy(plan_path, _inventory(lab_name), "demo")
+        if report.failed:
+            raise SplitterError(
+                "deploy failed: " + "; ".join(f"{h}: {w}" for h, w in report.failed.items()),
+                "see the messages above; the lab is removed",
+            )
+        done(
+            started, f"deployed in {report.seconds:.0f} s ({sum(report.changed.values())} changes)"
+        )
+        summary.append(("deploy", f"{report.seconds:.0f} s"))
+
+        started = step("6. predict and compare with the whole model; status")
+        measured_ms, max_diff = _predict_and_compare(model_path)
+        _run_cli("status", "--name", "demo")
+        done(started, f"{REQUESTS} requests; p50 {measured_ms:.2f} ms; max |diff| {max_diff:.2g}")
+        summary.append(("measured latency p50 (client)", f"{measured_ms:.2f} ms"))
+        summary.append(("pipeline vs whole model", f"max |diff| {max_diff:.2g}"))
+    finally:
+        started = step("7. undo, then remove the lab")
+        from splitter.deploy import undo
+        from splitter.deployment import record_path
         from splitter.lab import lab_down
 
-        lab_down(lab_name)
-    shutil.rmtree(workdir / "run", ignore_errors=True)
-    done(started, "stages stopped, lab removed")
+        try:
+            if record_path("demo").exists():
+                gone = undo("demo")
+                summary.append(
+                    ("undo", f"{len(gone.cleaned)} devices clean in {gone.seconds:.0f} s")
+                )
+        finally:
+            if lab_name:
+                lab_down(lab_name)
+        done(started, "deployment removed from every device, lab removed")
 
     table = Table(title=f"splitter demo — {time.perf_counter() - began:.0f} s")
     table.add_column("what")
@@ -145,27 +170,39 @@ def _configure(profile_path: Path, plan_path: Path) -> dict:
     return yaml.safe_load(plan_path.read_text())
 
 
-def _serve_and_compare(plan_path: Path, model_path: Path, workdir: Path) -> tuple[float, float]:
+def _inventory(lab_name: str | None) -> Path:
+    from splitter.lab.lab import Lab
+
+    lab = Lab.load(lab_name or "")
+    if lab is None:
+        raise SplitterError("the demo's lab is gone", "run `make demo` again")
+    return lab.inventory
+
+
+def _run_cli(*args: str) -> None:
+    import subprocess
+
+    subprocess.run([str(Path(sys.executable).with_name("splitter")), *args], check=True)
+
+
+def _predict_and_compare(model_path: Path) -> tuple[float, float]:
     import keras
     import numpy as np
 
-    from splitter.run_local import run_local
+    from splitter.deploy import client
 
     model = keras.saving.load_model(model_path)
     rng = np.random.default_rng(0)
-    pipeline = run_local(plan_path, workdir)
     latencies, worst = [], 0.0
-    try:
-        with pipeline.client() as client:
-            for _ in range(REQUESTS):
-                x = rng.standard_normal((1, *model.inputs[0].shape[1:])).astype("float32")
-                tick = time.perf_counter()
-                answer = client.predict(x)
-                latencies.append((time.perf_counter() - tick) * 1000)
-                (got,) = answer.values()
-                worst = max(worst, float(np.max(np.abs(np.asarray(model(x)) - got))))
-    finally:
-        pipeline.stop()
+    _, c = client("demo")
+    with c:
+        for _ in range(REQUESTS):
+            x = rng.standard_normal((1, *model.inputs[0].shape[1:])).astype("float32")
+            tick = time.perf_counter()
+            answer = c.predict(x)
+            latencies.append((time.perf_counter() - tick) * 1000)
+            (got,) = answer.values()
+            worst = max(worst, float(np.max(np.abs(np.asarray(model(x)) - got))))
     return float(np.median(latencies)), worst
 
 
