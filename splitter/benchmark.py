@@ -244,6 +244,7 @@ def profile_from_results(
                 "usable_memory_bytes": facts["memory"]["usable_bytes"],
                 "runtime_overhead_bytes": slices["runtime_overhead_bytes"],
                 "compute": calibrate(slices["compute"]),
+                **({"messaging": slices["messaging"]} if slices.get("messaging") else {}),
             }
         )
         links += [_link(name, link) for link in record["links"] if "error" not in link]
@@ -265,13 +266,26 @@ def profile_from_results(
             "param_bytes": [entry["param_bytes"] for entry in manifest.slices],
         },
         "batch_sizes": results["batch_sizes"],
-        "controller": {"name": "controller", "address": controller_address},
+        "controller": {
+            "name": "controller",
+            "address": controller_address,
+            **_controller_messaging(),
+        },
         "devices": devices,
         "links": links,
         "unavailable": [
             {"name": name, "reason": reason} for name, reason in sorted((unavailable or {}).items())
         ],
     }
+
+
+def _controller_messaging() -> dict[str, Any]:
+    """This machine's per-message runtime cost (the gateway runs here), when measurable."""
+    try:
+        from splitter_runtime.msgcost import measure
+    except ImportError:
+        return {}
+    return {"messaging": measure()}
 
 
 def _link(source: str, link: dict[str, Any]) -> dict[str, Any]:

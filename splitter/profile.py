@@ -42,6 +42,23 @@ class SliceTimes:
 
 
 @dataclass(frozen=True)
+class Messaging:
+    """The runtime's CPU cost of one message on a machine (encode, CURVE, send, receive,
+    decode), measured by ``splitter_runtime.msgcost``; zero where the profile has none."""
+
+    fixed_ms: float = 0.0
+    ms_per_mb: float = 0.0
+
+    def ms(self, nbytes: float) -> float:
+        return self.fixed_ms + self.ms_per_mb * nbytes / 1e6
+
+
+def _messaging(entry: dict[str, Any] | None) -> Messaging:
+    entry = entry or {}
+    return Messaging(float(entry.get("fixed_ms", 0.0)), float(entry.get("ms_per_mb", 0.0)))
+
+
+@dataclass(frozen=True)
 class Device:
     """A machine that can run one stage."""
 
@@ -52,6 +69,7 @@ class Device:
     backend: str
     runtime_overhead_bytes: int
     compute: dict[int, SliceTimes]
+    messaging: Messaging = field(default_factory=lambda: Messaging())
 
     @property
     def param_factor(self) -> float:
@@ -84,6 +102,7 @@ class Profile:
     controller_address: str
     devices: tuple[Device, ...]
     links: dict[tuple[str, str], Link]
+    controller_messaging: Messaging = field(default_factory=lambda: Messaging())
     synthetic: bool = False
     source: str = "<profile>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -188,6 +207,7 @@ def profile_from_dict(data: Any, source: str = "<profile>") -> Profile:
                     "runtime_overhead_bytes", DEFAULT_RUNTIME_OVERHEAD_BYTES[backend]
                 ),
                 compute=compute,
+                messaging=_messaging(d.get("messaging")),
             )
         )
 
@@ -216,6 +236,7 @@ def profile_from_dict(data: Any, source: str = "<profile>") -> Profile:
         controller_address=data["controller"].get("address", ""),
         devices=tuple(devices),
         links=links,
+        controller_messaging=_messaging(data["controller"].get("messaging")),
         synthetic=bool(data.get("synthetic", False)),
         source=source,
         raw=data,

@@ -105,6 +105,12 @@ compute:
     batch size (the controller calibrates the per-slice figures with it).
   returned: success
   type: dict
+messaging:
+  description: >-
+    The runtime's CPU cost per message on this device (C(fixed_ms), C(ms_per_mb)): encode,
+    CURVE, send, receive and decode through a loopback pair; null when the runtime is too old.
+  returned: success
+  type: dict
 errors:
   description: Slices that failed for another reason than memory, with the reason.
   returned: success
@@ -368,12 +374,20 @@ def main():
             else:
                 errors.append({"slice": "whole", "batch_size": batch, "reason": reason})
         compute[str(batch)] = table
+    messaging = None
+    try:  # the runtime's own per-message cost on this device (runtime python only)
+        from splitter_runtime.msgcost import measure as measure_messaging
+
+        messaging = measure_messaging()
+    except Exception as error:  # an older runtime without msgcost: planned without it
+        errors.append({"slice": "messaging", "batch_size": 0, "reason": str(error)[:300]})
     module.exit_json(
         changed=False,
         backend="litert",
         num_threads=threads,
         runtime_overhead_bytes=overhead,
         compute=compute,
+        messaging=messaging,
         errors=errors,
         seconds=round(time.perf_counter() - started, 3),
     )

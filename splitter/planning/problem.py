@@ -163,15 +163,25 @@ def build_problem(
     usable = np.array([float(d.usable_memory_bytes) for d in devs])
 
     cut_bytes = np.array([c.bytes_per_sample for c in profile.cuts], dtype=float) * batch_size
+    # A hop costs the link (latency + bytes / bandwidth) plus the runtime's CPU work on each
+    # end: half of the sender's and half of the receiver's measured per-message cost.
     transfer = np.full((D, D, L + 1), np.inf)
     for i, a in enumerate(devs):
         for j, b in enumerate(devs):
             if i != j:
                 link = profile.links[(a.name, b.name)]
                 transfer[i, j] = link.latency_ms + cut_bytes / link.bandwidth_bytes_per_s * 1000.0
-    ctl = profile.controller
-    transfer_in = np.array([profile.links[(ctl, d.name)].transfer_ms(cut_bytes[0]) for d in devs])
-    transfer_out = np.array([profile.links[(d.name, ctl)].transfer_ms(cut_bytes[-1]) for d in devs])
+                transfer[i, j] += (a.messaging.ms(cut_bytes) + b.messaging.ms(cut_bytes)) / 2
+    ctl, ctl_msg = profile.controller, profile.controller_messaging
+    first, last = cut_bytes[0], cut_bytes[-1]
+    transfer_in = np.array(
+        [profile.links[(ctl, d.name)].transfer_ms(first)
+         + (ctl_msg.ms(first) + d.messaging.ms(first)) / 2 for d in devs]
+    )  # fmt: skip
+    transfer_out = np.array(
+        [profile.links[(d.name, ctl)].transfer_ms(last)
+         + (ctl_msg.ms(last) + d.messaging.ms(last)) / 2 for d in devs]
+    )  # fmt: skip
 
     reach = _reach(activation, prefix_param, factor, overhead, usable, headroom)
     limit = D if max_stages is None else min(max_stages, D)
