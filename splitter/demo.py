@@ -1,7 +1,8 @@
 """`make demo`: the whole flow on the embedded default, one step after another.
 
 Builds a real example model (MobileNetV2, weights=None), slices and verifies it, measures
-it on a 3-device lab (root) through Ansible, plans the placement, deploys the planned stages
+it through Ansible on 3 devices (a lab of network namespaces when run as root with sshd,
+local devices otherwise), plans the placement, deploys the planned stages
 to the lab's devices through Ansible (CURVE-secured ZeroMQ between them), compares their
 answers with the whole model's, shows status, undoes the deployment and removes the lab.
 Each step prints what it did.
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -69,10 +73,16 @@ def run(workdir: Path, kind: str) -> int:
     done(started, f"{result.slice_count} slices; chain vs model max |diff| {report.max_abs:.2g}")
     summary.append(("slices", f"{result.slice_count} (max |diff| {report.max_abs:.2g})"))
 
-    started = step("3. lab + benchmark")
+    started = step("3. devices + benchmark")
     profile_path = workdir / "profile.json"
-    lab_name = _benchmark(workdir, profile_path, summary)
-    done(started, f"profile → {profile_path}")
+    devices = _devices(workdir)
+    summary.append(("devices", devices.description))
+    try:
+        _benchmark(workdir, devices.inventory, profile_path, summary)
+    except BaseException:
+        devices.remove()
+        raise
+    done(started, f"{devices.description}; profile → {profile_path}")
 
     started = step("4. configure")
     plan_path = workdir / "plan.yaml"
@@ -87,7 +97,7 @@ def run(workdir: Path, kind: str) -> int:
     from splitter.deploy import deploy
 
     try:
-        report = deploy(plan_path, _inventory(lab_name), "demo")
+        report = deploy(plan_path, devices.inventory, "demo")
         if report.failed:
             raise SplitterError(
                 "deploy failed: " + "; ".join(f"{h}: {w}" for h, w in report.failed.items()),
@@ -105,10 +115,9 @@ def run(workdir: Path, kind: str) -> int:
         summary.append(("measured latency p50 (client)", f"{measured_ms:.2f} ms"))
         summary.append(("pipeline vs whole model", f"max |diff| {max_diff:.2g}"))
     finally:
-        started = step("7. undo, then remove the lab")
+        started = step("7. undo, then remove the devices")
         from splitter.deploy import undo
         from splitter.deployment import record_path
-        from splitter.lab import lab_down
 
         try:
             if record_path("demo").exists():
@@ -117,9 +126,8 @@ def run(workdir: Path, kind: str) -> int:
                     ("undo", f"{len(gone.cleaned)} devices clean in {gone.seconds:.0f} s")
                 )
         finally:
-            if lab_name:
-                lab_down(lab_name)
-        done(started, "deployment removed from every device, lab removed")
+            devices.remove()
+        done(started, "deployment removed from every device, devices removed")
 
     table = Table(title=f"splitter demo — {time.perf_counter() - began:.0f} s")
     table.add_column("what")
@@ -132,32 +140,42 @@ def run(workdir: Path, kind: str) -> int:
     return 0 if ok else 1
 
 
-def _benchmark(workdir: Path, profile_path: Path, summary: list) -> str | None:
+@dataclass
+class Devices:
+    inventory: Path
+    description: str
+    remove: Callable[[], None]
+
+
+def _devices(workdir: Path) -> Devices:
+    """A 3-device lab when this machine can build one (root, sshd), local devices otherwise."""
+    if os.geteuid() == 0 and Path("/usr/sbin/sshd").exists() and shutil.which("ip"):
+        from splitter.lab import LabSpec, lab_down, lab_up
+
+        spec = LabSpec(name="demo", devices=3, memory=(512 << 20, 1 << 30, 1 << 30),
+                       cpus=(0.5, 1.0, 1.0), subnet_index=5)  # fmt: skip
+        lab = lab_up(spec)
+        return Devices(lab.inventory, "lab: 3 namespaces over SSH, 512M/1G/1G, 0.5/1/1 CPU",
+                       lambda: lab_down(spec.name))  # fmt: skip
+    from splitter.local_devices import remove_local_devices, write_local_inventory
+
+    console.print("[yellow]no root or no sshd: using local devices (this machine, 3 times)[/]")
+    folder = workdir / "local-devices"
+    inventory = write_local_inventory(folder)
+    return Devices(inventory, "local devices: 3 × this machine (no root needed)",
+                   lambda: remove_local_devices(folder))  # fmt: skip
+
+
+def _benchmark(workdir: Path, inventory: Path, profile_path: Path, summary: list) -> None:
     from splitter.benchmark import run_benchmark
-    from splitter.lab import LabSpec, lab_up
 
-    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
-        raise SplitterError(
-            "the demo's devices are a lab of network namespaces, which needs root and sshd",
-            "run `make demo` as root (sudo) with openssh-server installed",
-        )
-    spec = LabSpec(name="demo", devices=3, memory=(512 << 20, 1 << 30, 1 << 30),
-                   cpus=(0.5, 1.0, 1.0), subnet_index=5)  # fmt: skip
-    lab = lab_up(spec)
-    try:
-        report = run_benchmark(workdir / "slices", lab.inventory, [1], profile_path)
-    except BaseException:
-        from splitter.lab import lab_down
-
-        lab_down(spec.name)
-        raise
+    report = run_benchmark(workdir / "slices", inventory, [1], profile_path)
     for device in report.profile["devices"]:
         total = sum(t for t in device["compute"]["1"]["median_ms"] if t is not None)
         summary.append(
             (f"device {device['name']}", f"{device['cpus']:g} CPU, "
-             f"{device['usable_memory_bytes'] / 2**20:.0f} MiB usable, Σ slices {total:.1f} ms")
+             f"{device['usable_memory_bytes'] / 2**20:.0f} MiB usable, model {total:.2f} ms")
         )  # fmt: skip
-    return spec.name
 
 
 def _configure(profile_path: Path, plan_path: Path) -> dict:
@@ -168,15 +186,6 @@ def _configure(profile_path: Path, plan_path: Path) -> dict:
     cli = Path(sys.executable).with_name("splitter")
     subprocess.run([str(cli), "configure", str(profile_path), "-o", str(plan_path)], check=True)
     return yaml.safe_load(plan_path.read_text())
-
-
-def _inventory(lab_name: str | None) -> Path:
-    from splitter.lab.lab import Lab
-
-    lab = Lab.load(lab_name or "")
-    if lab is None:
-        raise SplitterError("the demo's lab is gone", "run `make demo` again")
-    return lab.inventory
 
 
 def _run_cli(*args: str) -> None:

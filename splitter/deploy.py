@@ -17,6 +17,7 @@ import yaml
 
 from splitter.ansible_run import EventHandler, PlaybookResult, check_inventory, run_playbook
 from splitter.deployment import (
+    check_name,
     deployment_dir,
     prepare,
     read_record,
@@ -184,8 +185,14 @@ def undo(
 ) -> UndoReport:
     """Run playbooks/undo.yml on the deployment's devices; keep the record for any left."""
     began = time.perf_counter()
-    name = resolve_name(name)
-    record = read_record(name)
+    if name and not record_path(check_name(name)).exists():
+        if inventory is None:  # already undone (or never deployed here): nothing to do
+            return UndoReport(name, [], {}, True, time.perf_counter() - began)
+        # no record (lost, or another controller's): clean whatever markers the devices hold
+        record = {"directory": str(deployment_dir(name)), "devices": []}
+    else:
+        name = resolve_name(name)
+        record = read_record(name)
     inventory = check_inventory(inventory or record["inventory"])
     devices = sorted(set(record.get("devices", [])) | set(record.get("pending_undo", [])))
     result = run_playbook(
@@ -193,7 +200,7 @@ def undo(
         inventory,
         {"deployment_name": name, "deployment_dir": record["directory"]},
         on_event=on_event,
-        limit=",".join([*devices, "localhost"]),
+        limit=",".join([*devices, "localhost"]) if devices else None,
     )
     failed = _failures(result)
     if "localhost" in failed:

@@ -187,6 +187,13 @@ def test_deploy_serves_the_whole_models_outputs_and_status_shows_every_stage(flo
     assert "ready" in shown
     answered = cli("predict", "--name", "e2e", "--random", env=flow["env"]).stdout
     assert "answered in" in answered
+    np.save(flow["work"] / "x.npy", x)
+    cli("predict", "--input", str(flow["work"] / "x.npy"), "-o", str(flow["work"] / "y.npy"),
+        env=flow["env"])  # fmt: skip
+    np.testing.assert_allclose(np.load(flow["work"] / "y.npy"),
+                               np.asarray(model(x, training=False)), atol=1e-4)  # fmt: skip
+    bad = cli("predict", "--input", str(flow["work"] / "y.npy"), env=flow["env"], check=False)
+    assert bad.returncode == 2 and "shape" in bad.stdout + bad.stderr
 
 
 def test_a_second_deploy_of_the_same_plan_changes_nothing_and_restarts_no_stage(flow):
@@ -257,6 +264,8 @@ def test_undo_with_an_unreachable_device_cleans_the_rest_and_can_run_again(flow)
     assert any("-m splitter_runtime.stage" in p for p in _cgroup_processes(lab, dev2))
     cli("undo", "--name", "e2e", env=flow["env"])
     assert not (Path(flow["env"]["SPLITTER_HOME"]) / "deployments" / "e2e").exists()
+    again = cli("undo", "--name", "e2e", env=flow["env"])  # idempotent
+    assert "nothing to undo" in again.stdout
 
 
 def test_undo_after_a_deploy_interrupted_half_way_leaves_nothing(flow):

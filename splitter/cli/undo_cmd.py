@@ -40,4 +40,8 @@ def undo_command(
             )
         )
         return
+    if not report.cleaned and report.record_removed and inventory is None:
+        console.print(f"nothing to undo: no deployment named '{report.name}' on this controller "
+                      "(pass -i INVENTORY to clean devices anyway)")  # fmt: skip
+        return
     console.print(f"[green]✓[/] '{report.name}' removed ({report.seconds:.1f} s)")
