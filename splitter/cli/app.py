@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -75,3 +77,20 @@ def main() -> None:
     except SplitterError as error:  # raised outside a command body (e.g. in a callback)
         err_console.print(f"error: {error.message}")
         sys.exit(error.exit_code)
+
+
+def host_progress(bar: Any) -> Callable[[dict], None]:
+    """An ansible-runner event handler that shows each host's current task on ``bar``."""
+    rows: dict[str, int] = {}
+
+    def on_event(event: dict) -> None:
+        data = event.get("event_data", {})
+        host, task = data.get("host"), data.get("task", "")
+        if not host or not event.get("event", "").startswith("runner_on_"):
+            return
+        if host not in rows:
+            rows[host] = bar.add_task(host, total=None, what="")
+        state = event["event"].removeprefix("runner_on_")
+        bar.update(rows[host], what=f"{task} ({state})")
+
+    return on_event

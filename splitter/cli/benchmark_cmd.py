@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from splitter.cli.app import app, console, fail, import_tensorflow_quietly
+from splitter.cli.app import app, console, fail, host_progress, import_tensorflow_quietly
 from splitter.errors import SplitterError
 
 
@@ -86,21 +86,11 @@ def _run_with_progress(slices, inventory, batch_sizes, out):
                TextColumn("{task.fields[what]}"), TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console, transient=True) as bar:
         convert = bar.add_task("converting slices", total=None, what="")
-        hosts: dict[str, int] = {}
 
         def on_convert(done: int, total: int) -> None:
             bar.update(convert, completed=done, total=total)
 
-        def on_event(event: dict) -> None:
-            data = event.get("event_data", {})
-            host, task = data.get("host"), data.get("task", "")
-            if not host or not event.get("event", "").startswith("runner_on_"):
-                return
-            if host not in hosts:
-                hosts[host] = bar.add_task(host, total=None, what="")
-            state = event["event"].removeprefix("runner_on_")
-            bar.update(hosts[host], what=f"{task} ({state})")
-
+        on_event = host_progress(bar)
         # Ctrl-C is turned into ansible-runner's cancel inside run_playbook.
         return run_benchmark(
             slices, inventory, batch_sizes, out, on_event=on_event, on_convert=on_convert

@@ -9,25 +9,8 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from splitter.cli.app import app, console, fail, import_tensorflow_quietly
+from splitter.cli.app import app, console, fail, host_progress, import_tensorflow_quietly
 from splitter.errors import SplitterError
-
-
-def host_progress(bar: Progress):
-    """An ansible-runner event handler that shows each host's current task on ``bar``."""
-    rows: dict[str, int] = {}
-
-    def on_event(event: dict) -> None:
-        data = event.get("event_data", {})
-        host, task = data.get("host"), data.get("task", "")
-        if not host or not event.get("event", "").startswith("runner_on_"):
-            return
-        if host not in rows:
-            rows[host] = bar.add_task(host, what="")
-        state = event["event"].removeprefix("runner_on_")
-        bar.update(rows[host], what=f"{task} ({state})")
-
-    return on_event
 
 
 def progress_bar() -> Progress:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from splitter.cli.app import app, console, fail
-from splitter.cli.deploy_cmd import host_progress, progress_bar
+from splitter.cli.app import app, console, fail, host_progress
+from splitter.cli.deploy_cmd import progress_bar
 from splitter.errors import SplitterError
 
 
