@@ -101,7 +101,7 @@ def flow(lab, model_files, tmp_path_factory):
              "plan": work / "plan.yaml", "lab": lab}  # fmt: skip
     yield state
     # whatever a failing test left behind goes too (then the lab fixture removes the lab)
-    for name in ("e2e", "cut", "toobig", "plain"):
+    for name in ("e2e", "cut", "toobig", "plain", "fw"):
         cli("undo", "--name", name, env=env, check=False)
 
 
@@ -292,6 +292,29 @@ def test_undo_after_a_deploy_interrupted_half_way_leaves_nothing(flow):
             proc.kill()
     cli("undo", "--name", "cut", env=flow["env"])
     assert not (Path(flow["env"]["SPLITTER_HOME"]) / "deployments" / "cut").exists()
+
+
+def test_an_active_ufw_is_opened_for_the_stage_and_closed_again_by_undo(flow):
+    """A device with ufw on (default deny): deploy opens exactly its stage's ports (the
+    gateway's requests must come through), undo closes them again."""
+    lab = flow["lab"]
+    plan = yaml.safe_load(flow["plan"].read_text())
+    device = next(d for d in lab.devices if d.name == plan["stages"][0]["device"])
+    _ssh(lab, device, "ufw allow 22/tcp >/dev/null && ufw --force enable >/dev/null")
+    try:
+        _deploy(flow, flow["plan"], "fw")
+        config = yaml.safe_load(_ssh(lab, device, "cat /etc/splitter/fw/s0-*.yaml"))
+        ports = {config[key].rsplit(":", 1)[1] for key in ("bind", "health_bind")}
+        opened = _ssh(lab, device, "ufw status")
+        assert all(f"{port}/tcp" in opened for port in ports), opened
+        assert "answered in" in cli("predict", "--name", "fw", "--random", env=flow["env"]).stdout
+        assert "0 changed tasks" in _deploy(flow, flow["plan"], "fw").stdout
+        cli("undo", "--name", "fw", env=flow["env"])
+        closed = _ssh(lab, device, "ufw status")
+        assert not any(f"{port}/tcp" in closed for port in ports), closed
+        assert "22/tcp" in closed  # the user's own rule stays
+    finally:
+        _ssh(lab, device, "ufw --force disable >/dev/null; ufw delete allow 22/tcp >/dev/null")
 
 
 def test_after_undo_every_device_is_as_it_was_before_deploy(flow):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
 SSHD = "/usr/sbin/sshd"
 INSTALL_PATHS = ("/opt/splitter", "/etc/splitter", "/var/lib/splitter", "/var/log/splitter")
+# A device's own copy of the host firewall's config (where the host has ufw): enabling ufw on
+# one device then filters that device's namespace only, as on a real machine.
+COPIED_PATHS = ("/etc/ufw",)
 
 
 def sshd_config(lab: Lab, device: Device) -> Path:
@@ -63,6 +67,12 @@ def start_sshd(lab: Lab, device: Device) -> None:
             lab.created_paths.append(path)
         source = Path(device.directory) / "root" / path.strip("/")
         binds.append(f"mount --bind {source} {path}")
+    for path in COPIED_PATHS:  # the host's config as a start, then the device's own
+        source = Path(device.directory) / "root" / path.strip("/")
+        if Path(path).is_dir():
+            if not source.exists():
+                shutil.copytree(path, source, symlinks=True)
+            binds.append(f"mount --bind {source} {path}")
     script = " && ".join([f"hostname {device.name}", *binds, f"exec {SSHD} -D -e -f {config}"])
     cgroup = DeviceCgroup(device.cgroup, lab.cgroup_version)
     log = open(Path(device.directory) / "sshd.log", "ab")  # noqa: SIM115 (owned by the child)
