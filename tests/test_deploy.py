@@ -182,6 +182,9 @@ def test_deploy_serves_the_whole_models_outputs_and_status_shows_every_stage(flo
     # configure predicts controller → stages → controller: what the gateway measures
     assert abs(measured / predicted - 1) <= 0.25, (predicted, measured)
     shown = cli("status", "--name", "e2e", env=flow["env"]).stdout
+    as_json = json.loads(cli("status", "--name", "e2e", "--json", env=flow["env"]).stdout)
+    assert as_json["ready"] and as_json["devices"] == {s["name"]: s["device"]
+                                                       for s in record["stages"]}  # fmt: skip
     for stage in record["stages"]:
         assert stage["name"] in shown and stage["device"] in shown
     assert "ready" in shown
