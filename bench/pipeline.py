@@ -273,6 +273,14 @@ def stage_times(m: dict, threads: int, n: int) -> dict[int, list[tuple[float, fl
         os.sched_setaffinity(0, _ALL_CPUS)
 
 
+def _print_compute(mono: tuple[float, float], alone: dict) -> None:
+    """The monolithic model's and every split stage's p50 / p99, one line each."""
+    print(f"  monolithic LiteRT          {mono[0]:8.3f} / {mono[1]:8.3f}")
+    for k in (2, 3):
+        for i, (p50, p99) in enumerate(alone[k]):
+            print(f"  {k}-stage split, stage {i}    {p50:8.3f} / {p99:8.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["224", "example"], default="224")
@@ -389,10 +397,7 @@ def main() -> None:
         print(f"  {b:>10} {raw[b]:>8.3f} {raw_curve[b]:>8.3f} {raw_curve[b] / raw[b]:>11.2f}×")
 
     print(f"\nin-process compute, batch 1, one core (p50 / p99 ms), {MODEL_NAMES[args.model]}")
-    print(f"  monolithic LiteRT          {mono[0]:8.3f} / {mono[1]:8.3f}")
-    for k in (2, 3):
-        for i, (p50, p99) in enumerate(alone[k]):
-            print(f"  {k}-stage split, stage {i}    {p50:8.3f} / {p99:8.3f}")
+    _print_compute(mono, alone)
     print(
         f"  middle stage: LiteRT {lite_mid[0]:.3f}, tf.function {tf_mid[0]:.3f} "
         f"({tf_mid[0] / lite_mid[0]:.1f}×), Keras eager {eager_mid[0]:.3f} "
@@ -400,10 +405,7 @@ def main() -> None:
     )
     if thr_m is not m:
         print(f"  {MODEL_NAMES[thr_m['kind']]} (throughput model):")
-        print(f"  monolithic LiteRT          {thr_alone[1][0][0]:8.3f} / {thr_alone[1][0][1]:8.3f}")
-        for k in (2, 3):
-            for i, (p50, p99) in enumerate(thr_alone[k]):
-                print(f"  {k}-stage split, stage {i}    {p50:8.3f} / {p99:8.3f}")
+        _print_compute(thr_alone[1][0], thr_alone)
 
     print(
         f"\npipelines, {MODEL_NAMES[args.model]} (batch 1, LiteRT, processes placed by the OS; "

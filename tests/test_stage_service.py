@@ -15,13 +15,13 @@ import contextlib
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from processes import alive, kill_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -37,14 +37,6 @@ SLEEPER = textwrap.dedent(
         time.sleep(0.2)
     """
 )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 class Services:
@@ -113,10 +105,7 @@ class Services:
 
     def cleanup(self) -> None:
         self.collect()
-        for pid in self.pids:
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_alive(self.pids)
 
 
 @pytest.fixture
@@ -136,7 +125,7 @@ def test_started_is_idempotent_restarts_on_new_token_and_absent_cleans_up(servic
     assert first["manager"] == "supervisor" and first["token"] == "t1"
     assert first["log_file"] == str(services.state_dir / f"{name}.log")
     pid = first["pid"]
-    assert _alive(pid) and services.state(name)["child_pid"] == pid
+    assert alive(pid) and services.state(name)["child_pid"] == pid
     assert b"SPLITTER_X=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
     again = services.run(**started)  # a second deploy: nothing touched
@@ -144,20 +133,20 @@ def test_started_is_idempotent_restarts_on_new_token_and_absent_cleans_up(servic
 
     would = services.run(**{**started, "token": "t2"}, check=True)
     assert would["changed"] is True and would["restarted"] is True
-    assert services.state(name)["token"] == "t1" and _alive(pid)  # check mode did nothing
+    assert services.state(name)["token"] == "t1" and alive(pid)  # check mode did nothing
 
     second = services.run(**{**started, "token": "t2"})
     assert second["changed"] is True and second["restarted"] is True
-    assert second["pid"] != pid and _alive(second["pid"]) and not _alive(pid)
+    assert second["pid"] != pid and alive(second["pid"]) and not alive(pid)
     assert services.state(name)["token"] == "t2"
 
     would = services.run(name=name, state="absent", check=True)
-    assert would["changed"] is True and _alive(second["pid"])
+    assert would["changed"] is True and alive(second["pid"])
 
     supervisor_pid = services.state(name)["supervisor_pid"]
     gone = services.run(name=name, state="absent")
     assert gone["changed"] is True
-    assert not _alive(second["pid"]) and not _alive(supervisor_pid)
+    assert not alive(second["pid"]) and not alive(supervisor_pid)
     assert not (services.state_dir / f"{name}.json").exists()
     assert not (services.state_dir / f"{name}.log").exists()
 
@@ -169,10 +158,10 @@ def test_stopped_then_started_again(services):
     first = services.run(name=name, command=services.command)
     assert first["changed"] is True
     stopped = services.run(name=name, state="stopped")
-    assert stopped["changed"] is True and not _alive(first["pid"])
+    assert stopped["changed"] is True and not alive(first["pid"])
     assert services.run(name=name, state="stopped")["changed"] is False
     again = services.run(name=name, command=services.command)
-    assert again["changed"] is True and _alive(again["pid"]) and again["pid"] != first["pid"]
+    assert again["changed"] is True and alive(again["pid"]) and again["pid"] != first["pid"]
     services.run(name=name, state="absent")
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import alive, kill_alive
 
 SUPERVISE = Path(sys.executable).with_name("splitter-supervise")
 
@@ -36,14 +37,6 @@ SLEEPER = textwrap.dedent(
         time.sleep(0.2)
     """
 )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def _ppid(pid: int) -> int:
@@ -110,10 +103,7 @@ class Supervise:
 
     def cleanup(self) -> None:
         self.collect()
-        for pid in self.pids:
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_alive(self.pids)
 
 
 @pytest.fixture
@@ -136,7 +126,7 @@ def test_start_daemonizes_and_survives_its_session(supervise):
     assert state["command"][-1].endswith("svc")
     sup, child = state["supervisor_pid"], state["child_pid"]
     # The session that ran `start` is gone; the daemon lives on in a session of its own.
-    assert _alive(sup) and _alive(child)
+    assert alive(sup) and alive(child)
     assert os.getsid(sup) != os.getsid(0)
     assert _ppid(sup) == 1 or _ppid(sup) in _ancestors(os.getpid())  # init or a subreaper
     assert os.getsid(sup) != sup  # not a session leader: can never get a terminal again
@@ -157,7 +147,7 @@ def test_killed_child_is_restarted_then_stop_drains(supervise):
         return state if state and state["restarts"] == 1 and state["state"] == "running" else None
 
     state = _wait(restarted, what="a restart")
-    assert state["child_pid"] != first["child_pid"] and _alive(state["child_pid"])
+    assert state["child_pid"] != first["child_pid"] and alive(state["child_pid"])
     assert state["supervisor_pid"] == first["supervisor_pid"]
     assert state["last_exit"]["signal"] == signal.SIGKILL
     log = (supervise.dir / "svc.log").read_text()
@@ -167,7 +157,7 @@ def test_killed_child_is_restarted_then_stop_drains(supervise):
     assert done.returncode == 0 and json.loads(done.stdout)["was_running"] is True
     assert (supervise.tmp / "svc.drained").read_text() == "drained\n"  # SIGTERM reached it
     assert not (supervise.dir / "svc.json").exists()
-    assert not _alive(state["supervisor_pid"]) and not _alive(state["child_pid"])
+    assert not alive(state["supervisor_pid"]) and not alive(state["child_pid"])
     # Idempotent: a second stop finds nothing and says so.
     again = supervise.cli("stop", "--state-dir", str(supervise.dir), "--name", "svc")
     assert again.returncode == 0 and json.loads(again.stdout)["was_running"] is False
@@ -191,7 +181,7 @@ def test_crash_looping_command_fails_and_supervisor_exits(supervise):
                            extra=("--backoff", "0.05"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     sup = json.loads(done.stdout)["supervisor_pid"]
-    _wait(lambda: not _alive(sup), what="the supervisor to give up")
+    _wait(lambda: not alive(sup), what="the supervisor to give up")
     state = supervise.state("bad")
     assert state["state"] == "failed" and state["restarts"] == 4
     assert state["last_exit"]["code"] == 3 and state["child_pid"] is None
@@ -235,5 +225,5 @@ def test_stop_kills_a_child_that_ignores_sigterm(supervise):
     time.sleep(0.2)  # let the child install its handler
     done = supervise.cli("stop", "--state-dir", str(supervise.dir), "--name", "stub")
     assert done.returncode == 0 and json.loads(done.stdout)["killed"] is False
-    assert not _alive(state["child_pid"]) and not _alive(state["supervisor_pid"])
+    assert not alive(state["child_pid"]) and not alive(state["supervisor_pid"])
     assert "SIGKILL" in (supervise.dir / "stub.log").read_text()
