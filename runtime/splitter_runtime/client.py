@@ -44,7 +44,34 @@ _ids = itertools.count()
 RECV_SLICE_MS = 50  # predict()'s direct path looks up from its socket this often
 
 
-@dataclass
+class _DirectSlot:
+    """The result half of a Future for ``predict()``'s direct path: one waiter, no locks.
+
+    Whoever takes the request out of ``Client._pending`` (under its lock) is the only one to
+    resolve it, so no two threads ever set it.
+    """
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done, self._value, self._error = False, None, None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        self._value, self._done = value, True
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error, self._done = error, True
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@dataclass(slots=True)
 class PendingRequest:
     """A request the client holds until it is answered (kept so it can be retried)."""
 
@@ -53,7 +80,7 @@ class PendingRequest:
     inputs: dict[str, np.ndarray]
     timeout_s: float
     deadline: float
-    future: Future = field(repr=False)
+    future: Future | _DirectSlot = field(repr=False)
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -82,6 +109,8 @@ class Client:
         self._auth_failure: str | None = None
         self._connected = False
         self._info: dict[str, Any] | None = None
+        self._expect: wire.Expected | None = None  # the pipeline's inputs, once info() is known
+        self._decode = wire.Decoder(max_bytes=max_message_bytes, kinds=_REPLY_KINDS)
         self._prefix = f"c{os.getpid()}x{uuid.uuid4().hex[:8]}"
         self._ctx = zmq.Context()
         self._keypair = None
@@ -118,17 +147,20 @@ class Client:
         return self._submit("infer", tensors, timeout_s)
 
     def predict(self, inputs: Any, timeout_s: float | None = None) -> dict[str, np.ndarray]:
-        """One request, waiting for its answer. Outputs are read-only views; copy to modify."""
+        """One request, waiting for its answer. Outputs are read-only views; copy to modify.
+
+        One thread at a time sends on a socket of its own (no thread handoff, no window slot:
+        it is one request in flight); concurrent callers go through the I/O thread.
+        """
         tensors = self._as_tensors(inputs)
-        fut = None
         if self._sync_lock.acquire(blocking=False):  # else another thread is on it: use the pipe
             try:
-                fut = self._predict_direct(tensors, timeout_s)
+                slot = self._predict_direct(tensors, timeout_s)
             finally:
                 self._sync_lock.release()
-        if fut is None:
-            fut = self._submit("infer", tensors, timeout_s)
-        return self._wait(fut, timeout_s)
+            if slot is not None:
+                return slot.result()
+        return self._wait(self._submit("infer", tensors, timeout_s), timeout_s)
 
     def map(
         self, batches: Iterable[Any], timeout_s: float | None = None, window: int = 16
@@ -149,7 +181,9 @@ class Client:
     def info(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The pipeline's input and output tensor specs."""
         if self._info is None:
-            self._info = self._wait(self._submit("info", {}, timeout_s), timeout_s)
+            info = self._wait(self._submit("info", {}, timeout_s), timeout_s)
+            self._expect = wire.Expected([wire.TensorSpec.from_dict(s) for s in info["inputs"]])
+            self._info = info
         return self._info
 
     def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -219,9 +253,8 @@ class Client:
                     f"pass a dict keyed by {names}",
                 )
             tensors = {specs[0]["name"]: np.asarray(inputs)}
-        if self._info is not None:
-            expect = [wire.TensorSpec.from_dict(s) for s in self._info["inputs"]]
-            wire.check_tensors(tensors, expect, None)
+        if self._expect is not None:
+            wire.check_tensors(tensors, self._expect, None)
         return tensors
 
     def _open_sync(self) -> zmq.Socket:
@@ -244,22 +277,20 @@ class Client:
 
     def _predict_direct(
         self, tensors: dict[str, np.ndarray], timeout_s: float | None
-    ) -> Future | None:
+    ) -> _DirectSlot | None:
         """Send on the direct socket and read the answer in this thread; ``None`` when that
         socket is not connected yet (the caller then goes through the I/O thread, which also
-        reports refused keys). Deadlines stay the I/O thread's job: it fails the future."""
+        reports refused keys). Deadlines stay the I/O thread's job: it resolves the slot."""
         sock = self._sync if self._sync is not None else self._open_sync()
         if not self._connected or self._stop.is_set():
             return None
-        p, frames = self._prepare("infer", tensors, timeout_s)
+        p, frames = self._prepare("infer", tensors, timeout_s, direct=True)
         try:
             sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:  # not connected (yet): hand it to the I/O thread instead
             self._take(p.id)
-            self._slots.release()
             return None
         fut = p.future
-        fut.add_done_callback(lambda _f: self._slots.release())
         while not fut.done():
             try:
                 reply = sock.recv_multipart(copy=False)
@@ -269,16 +300,24 @@ class Client:
         return fut
 
     def _prepare(
-        self, kind: str, tensors: dict[str, np.ndarray], timeout_s: float | None
+        self,
+        kind: str,
+        tensors: dict[str, np.ndarray],
+        timeout_s: float | None,
+        direct: bool = False,
     ) -> tuple[PendingRequest, list[Any]]:
         """Register a request (its id, deadline, slot in the window) and encode it."""
         if self._stop.is_set():
             raise RequestFailed("-", "the client is closed", "create a new Client")
         timeout = self.timeout_s if timeout_s is None else timeout_s
         rid = f"{self._prefix}.{next(_ids)}"
-        fut: Future = Future()
-        # status/info queries never wait behind a full window
-        if kind == "infer" and not self._slots.acquire(timeout=timeout):
+        if direct:
+            fut: Future | _DirectSlot = _DirectSlot()
+            windowed = False
+        else:
+            fut = Future()
+            windowed = kind == "infer"  # status/info queries never wait behind a full window
+        if windowed and not self._slots.acquire(timeout=timeout):
             raise RequestTimeout(
                 rid,
                 f"{timeout:g} s passed with the in-flight window full",
@@ -288,7 +327,7 @@ class Client:
         try:
             frames = wire.encode(kind, rid, tensors, timeout_ms=max(1, int(timeout * 1000)))
         except BaseException:
-            if kind == "infer":
+            if windowed:
                 self._slots.release()
             raise
         with self._lock:
@@ -420,7 +459,7 @@ class Client:
 
     def _on_reply(self, frames: list[zmq.Frame]) -> None:
         try:
-            msg = wire.decode(frames, max_bytes=self.max_message_bytes, kinds=_REPLY_KINDS)
+            msg = self._decode(frames)
         except WireError as exc:
             log.error("client: malformed reply: %s", exc.message)
             p = self._take(exc.req_id) if exc.req_id else None

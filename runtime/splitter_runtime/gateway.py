@@ -39,13 +39,13 @@ STOP_GRACE_S = 0.3
 _STATE_FROM_BEAT = {"serving": "up", "draining": "draining", "stopped": "stopped"}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     ident: bytes
     client_id: str
     deadline: float
     t0: float
-    specs: list[dict[str, Any]]
+    spec_key: wire.SpecKey
     frames: list[Any]  # tensor frames, kept until pushed into the pipeline
 
 
@@ -77,8 +77,14 @@ class Gateway:
         self._next = 0
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once the sockets are bound
-        self._inputs = wire.Expected(cfg.inputs)  # checked on every message: compiled once
-        self._outputs = wire.Expected(cfg.outputs)
+        max_bytes = cfg.limits.max_message_bytes
+        self._decode_client = wire.Decoder(
+            expect=cfg.inputs, max_bytes=max_bytes, kinds=_CLIENT_KINDS
+        )
+        self._decode_result = wire.Decoder(
+            expect=cfg.outputs, max_bytes=max_bytes, kinds=_RESULT_KINDS
+        )
+        self._not_up = len(self.stages)  # stages not "up": admit requests only at 0
         self._next_check = 0.0
 
     def request_stop(self, *_: Any) -> None:
@@ -191,12 +197,7 @@ class Gateway:
     def _on_client(self, frames: list[zmq.Frame]) -> None:
         ident = frames[0].bytes
         try:
-            msg = wire.decode(
-                frames[1:],
-                expect=self._inputs,
-                max_bytes=self.cfg.limits.max_message_bytes,
-                kinds=_CLIENT_KINDS,
-            )
+            msg = self._decode_client(frames[1:])
         except WireError as exc:
             self.counts["rejected"] += 1
             log.warning("gateway: rejected a client message: %s", exc.message)
@@ -210,8 +211,8 @@ class Gateway:
             self._admit(ident, msg)
 
     def _admit(self, ident: bytes, msg: wire.Message) -> None:
-        down = [s for s in self.stages.values() if s.state != "up"]
-        if self._stop.is_set() or down:
+        if self._not_up or self._stop.is_set():
+            down = [s for s in self.stages.values() if s.state != "up"]
             cause = (
                 "the gateway is stopping"
                 if self._stop.is_set()
@@ -237,12 +238,20 @@ class Gateway:
         self._next += 1
         gid = f"g{self._next}"
         now = time.monotonic()
-        specs = msg.header["tensors"]
-        self.inflight[gid] = _Pending(
-            ident, msg.id, now + timeout_ms / 1000, now, specs, msg.frames
-        )
+        pending = _Pending(ident, msg.id, now + timeout_ms / 1000, now, msg.spec_key, msg.frames)
+        self.inflight[gid] = pending
+        if not self.waiting:  # nothing queued ahead of it: straight into the pipeline
+            try:
+                self.first.send_multipart(
+                    [wire.tensor_header("data", gid, msg.spec_key), *msg.frames],
+                    zmq.NOBLOCK,
+                    copy=False,
+                )
+                pending.frames = []
+                return
+            except zmq.Again:
+                pass  # the first stage is full: queue it
         self.waiting.append(gid)
-        self._push_waiting()
 
     def _push_waiting(self) -> None:
         """Hand admitted requests to the first stage while it accepts them (never blocks)."""
@@ -254,7 +263,9 @@ class Gateway:
                 continue
             try:
                 self.first.send_multipart(
-                    [wire.header_bytes("data", gid, p.specs), *p.frames], zmq.NOBLOCK, copy=False
+                    [wire.tensor_header("data", gid, p.spec_key), *p.frames],
+                    zmq.NOBLOCK,
+                    copy=False,
                 )
             except zmq.Again:
                 return  # back-pressure: the first stage is full; retry next loop
@@ -264,12 +275,7 @@ class Gateway:
     # -- results ---------------------------------------------------------------------------
     def _on_result(self, frames: list[zmq.Frame]) -> None:
         try:
-            msg = wire.decode(
-                frames,
-                expect=self._outputs,
-                max_bytes=self.cfg.limits.max_message_bytes,
-                kinds=_RESULT_KINDS,
-            )
+            msg = self._decode_result(frames)
         except WireError as exc:
             self.counts["rejected"] += 1
             log.error("gateway: a malformed result: %s", exc.message)
@@ -290,7 +296,7 @@ class Gateway:
             return
         self.counts["served"] += 1
         self._lat.append((time.monotonic() - p.t0) * 1000)
-        hdr = wire.header_bytes("result", p.client_id, msg.header["tensors"])
+        hdr = wire.tensor_header("result", p.client_id, msg.spec_key)
         self._reply(p.ident, [hdr, *msg.frames])
 
     def _fail_all(self, stage: str, cause: str) -> None:
@@ -314,7 +320,7 @@ class Gateway:
             if s.state in ("up", "draining", "starting") and s.last_beat is not None:
                 silent = (now - s.last_beat) * 1000
                 if silent > self.cfg.dead_after_ms:
-                    s.state, s.since = "dead", now
+                    self._set_state(s, "dead", now)
                     log.error(
                         "gateway: stage %s is dead (no heartbeat for %.0f ms)", s.name, silent
                     )
@@ -358,7 +364,11 @@ class Gateway:
         s.status = status
         if state != s.state:
             log.info("gateway: stage %s is %s", s.name, state)
-            s.state, s.since = state, s.last_beat
+            self._set_state(s, state, s.last_beat)
+
+    def _set_state(self, s: _StageView, state: str, now: float) -> None:
+        s.state, s.since = state, now
+        self._not_up = sum(1 for v in self.stages.values() if v.state != "up")
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -49,8 +49,12 @@ class _Item:
 
     @property
     def batch(self) -> int:
-        first = next(iter(self.tensors.values())) if self.tensors else None
-        return int(first.shape[0]) if first is not None and first.ndim else 1
+        return _batch_of(self.tensors)
+
+
+def _batch_of(tensors: dict[str, np.ndarray] | None) -> int:
+    first = next(iter(tensors.values())) if tensors else None
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def _bind(sock: zmq.Socket, address: str, what: str) -> None:
@@ -76,7 +80,9 @@ class StageServer:
         self._drain_deadline: float | None = None
         self._out_dtypes = {s.name: np.dtype(s.dtype) for s in cfg.outputs}
         self._out_names = set(self._out_dtypes)
-        self._expect = wire.Expected(cfg.inputs)  # checked on every message: compiled once
+        self._decode = wire.Decoder(
+            expect=cfg.inputs, max_bytes=cfg.limits.max_message_bytes, kinds=_STAGE_KINDS
+        )
         self._batching = cfg.batch_size > 1
         self._beat_seq = 0
         self.ctx = zmq.Context()
@@ -176,6 +182,9 @@ class StageServer:
                                 break
                         continue
                     last_arrival = time.monotonic()
+                    if not self._batching:  # one request per model call: no queue
+                        self._serve_one(frames)
+                        continue
                     self._accept(frames)
                 if self._batching and self._fill():  # take what else has arrived, to batch
                     last_arrival = time.monotonic()
@@ -204,23 +213,48 @@ class StageServer:
         self.stats.queue_depth = len(self._queue)
         return got
 
+    def _serve_one(self, frames: list[zmq.Frame]) -> None:
+        """The unbatched hot path: decode, run, send; the same outcomes as queue + process."""
+        received = time.perf_counter()
+        try:
+            msg = self._decode(frames)
+        except WireError as exc:
+            self._rejected(exc, received)
+            if self._queue:
+                self._process()
+            return
+        if msg.kind == "error":
+            self._queue.append(_Item(msg.id, received, error=msg.error))
+            self._process()
+            return
+        t0 = time.perf_counter()
+        try:
+            outputs = self.backend.run(msg.tensors)
+            self._check_outputs(outputs, _batch_of(msg.tensors))
+        except Exception as exc:  # a model failure fails this request, not the stage
+            self._model_failed([_Item(msg.id, received)], exc)
+            return
+        compute_ms = (time.perf_counter() - t0) * 1000
+        self.stats.count("model_calls")
+        if self._send(wire.encode("data", msg.id, outputs), msg.id):
+            done = time.perf_counter()
+            self.stats.record(1, (done - received) * 1000, compute_ms)
+
+    def _rejected(self, exc: WireError, now: float) -> None:
+        self.stats.count("rejected")
+        log.warning("stage %s: rejected a message: %s", self.cfg.name, exc.message)
+        if exc.req_id is not None:
+            err = {"stage": self.cfg.name, "cause": exc.cause, "fix": exc.fix or ""}
+            self._queue.append(_Item(exc.req_id, now, error=err))
+        else:
+            log.warning("stage %s: ...and it named no request id to answer", self.cfg.name)
+
     def _accept(self, frames: list[zmq.Frame]) -> None:
         now = time.perf_counter()
         try:
-            msg = wire.decode(
-                frames,
-                expect=self._expect,
-                max_bytes=self.cfg.limits.max_message_bytes,
-                kinds=_STAGE_KINDS,
-            )
+            msg = self._decode(frames)
         except WireError as exc:
-            self.stats.count("rejected")
-            log.warning("stage %s: rejected a message: %s", self.cfg.name, exc.message)
-            if exc.req_id is not None:
-                err = {"stage": self.cfg.name, "cause": exc.cause, "fix": exc.fix or ""}
-                self._queue.append(_Item(exc.req_id, now, error=err))
-            else:
-                log.warning("stage %s: ...and it named no request id to answer", self.cfg.name)
+            self._rejected(exc, now)
             return
         if msg.kind == "error":
             self._queue.append(_Item(msg.id, now, error=msg.error))
@@ -254,15 +288,7 @@ class StageServer:
             outputs = self.backend.run(inputs)
             self._check_outputs(outputs, total)
         except Exception as exc:  # a model failure fails these requests, not the stage
-            log.exception("stage %s: model failed", self.cfg.name)
-            for it in items:
-                self.stats.count("failed")
-                self._send(
-                    wire.error_frames(
-                        it.id, self.cfg.name, f"model failed: {exc}", "see the stage's log"
-                    ),
-                    it.id,
-                )
+            self._model_failed(items, exc)
             return
         compute_ms = (time.perf_counter() - t0) * 1000
         self.stats.count("model_calls")
@@ -275,6 +301,17 @@ class StageServer:
             if self._send(wire.encode("data", it.id, part), it.id):
                 done = time.perf_counter()
                 self.stats.record(1, (done - it.received) * 1000, compute_ms)
+
+    def _model_failed(self, items: list[_Item], exc: Exception) -> None:
+        log.exception("stage %s: model failed", self.cfg.name)
+        for it in items:
+            self.stats.count("failed")
+            self._send(
+                wire.error_frames(
+                    it.id, self.cfg.name, f"model failed: {exc}", "see the stage's log"
+                ),
+                it.id,
+            )
 
     def _check_outputs(self, outputs: dict[str, np.ndarray], batch: int) -> None:
         names = self._out_names
@@ -289,6 +326,11 @@ class StageServer:
 
     def _send(self, frames: list[Any], req_id: str) -> bool:
         """Send downstream, waiting (bounded) while the downstream is full or absent."""
+        try:
+            self._push.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            pass
         deadline = time.monotonic() + self.cfg.limits.send_timeout_ms / 1000
         if self._drain_deadline is not None:  # draining: never wait past the drain limit
             deadline = min(deadline, self._drain_deadline)
