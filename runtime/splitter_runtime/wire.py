@@ -411,12 +411,18 @@ class Decoder:
 class Expected:
     """Tensor specs compiled once for the per-message check (a receiver's expected inputs)."""
 
-    __slots__ = ("names", "specs", "want")
+    __slots__ = ("names", "specs", "tails", "want")
 
     def __init__(self, specs: Sequence[TensorSpec]) -> None:
         self.specs = tuple(specs)
         self.want = {s.name: (s.dtype, tuple(s.shape), len(s.shape)) for s in self.specs}
         self.names = self.want.keys()
+        # Where only the batch (first) dimension is free, the rest compares as one tuple.
+        self.tails = {
+            s.name: tuple(s.shape[1:])
+            for s in self.specs
+            if s.shape and s.shape[0] is None and None not in tuple(s.shape[1:])
+        }
 
 
 def _expected(expect: Sequence[TensorSpec] | Expected) -> Expected:
@@ -448,7 +454,10 @@ def check_tensors(
                 rid,
             )
         got = arr.shape
-        if len(got) != ndim or not all(
+        tail = exp.tails.get(name)
+        if tail is not None and len(got) == ndim and got[1:] == tail:
+            pass  # the common case, checked in one comparison
+        elif len(got) != ndim or not all(
             w is None or w == d for w, d in zip(shape, got, strict=False)
         ):
             raise _fail(

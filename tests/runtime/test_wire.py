@@ -152,3 +152,78 @@ def test_compiled_expectations_check_exactly_like_the_specs():
             wire.decode(bad, expect=expect)
     with pytest.raises(WireError, match="missing"):
         wire.check_tensors({"a": np.ones((1, 3), np.float32)}, compiled, "r")
+
+
+# -- the hot path's memory: Decoder and tensor_header must say exactly what decode would --------
+def _compact(hdr: dict) -> bytes:
+    return json.dumps(hdr, separators=(",", ":")).encode()
+
+
+def _outcome(fn, frames):
+    try:
+        msg = fn(frames)
+    except WireError as err:
+        return ("error", err.message, err.req_id)
+    tensors = {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in msg.tensors.items()}
+    return ("ok", msg.kind, msg.id, tensors, msg.error, msg.spec_key)
+
+
+@st.composite
+def canonical_variants(draw) -> list[bytes]:
+    """Messages in our encoder's exact byte form, valid or damaged, with various ids."""
+    frames = [bytes(f) for f in valid(draw(st.integers(1, 3)))]
+    hdr = json.loads(frames[0])
+    hdr["id"] = draw(st.from_regex(r"[A-Za-z0-9_.:-]{1,12}", fullmatch=True) | json_values)
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["v", "kind", "tensors", "timeout_ms"]))
+        hdr[key] = draw(json_values)
+    if draw(st.booleans()):
+        i = draw(st.integers(1, len(frames) - 1))
+        frames[i] = frames[i][: draw(st.integers(0, len(frames[i])))]
+    return [_compact(hdr), *frames[1:]]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(canonical_variants(), min_size=1, max_size=6))
+def test_decoder_agrees_with_decode_on_every_message(messages):
+    decoder = wire.Decoder(expect=SPEC)
+    decoder([bytes(f) for f in valid(2)])  # primed with a good header of the same shape
+    for frames in messages:
+        assert _outcome(decoder, frames) == _outcome(lambda f: wire.decode(f, expect=SPEC), frames)
+
+
+def test_decoder_remembers_a_header_and_reads_each_new_id():
+    decoder = wire.Decoder(expect=SPEC)
+    for i in range(5):
+        frames = [bytes(f) for f in wire.encode("data", f"req-{i}", valid_tensors())]
+        msg = decoder(frames)
+        assert msg.id == f"req-{i}" and msg.tensors["b"].tolist() == [0, 1]
+    assert len(decoder._known) == 1  # one header, five ids: checked once
+
+
+def test_decoder_never_remembers_a_header_whose_id_is_read_elsewhere():
+    # A second "id" key later in the header is what JSON reads; the cut-out bytes are not it.
+    frames = [bytes(f) for f in valid(2)]
+    tricky = frames[0][:-1] + b',"id":"real"}'
+    decoder = wire.Decoder(expect=SPEC)
+    assert decoder([tricky, *frames[1:]]).id == "real"
+    again = tricky.replace(b'"id":"r1"', b'"id":"r2"')
+    assert decoder([again, *frames[1:]]).id == "real"
+    assert not decoder._known
+
+
+def valid_tensors(batch: int = 2) -> dict:
+    return {"a": np.ones((batch, 3), np.float32), "b": np.arange(batch, dtype=np.int8)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["data", "infer", "result"]),
+    st.text(min_size=1, max_size=20),
+    st.dictionaries(st.sampled_from(["timeout_ms", "x"]), st.integers(), max_size=2),
+)
+def test_tensor_header_is_the_header_bytes_would_give(kind, req_id, extra):
+    key = (("a", "float32", (2, 3)), ("b", "int8", (2,)))
+    specs = [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in key]
+    got = wire.tensor_header(kind, req_id, key, **extra)
+    assert json.loads(got) == json.loads(wire.header_bytes(kind, req_id, specs, **extra))
