@@ -79,6 +79,22 @@ def _echo(pull_addr: str, push_addr: str, keys_dir: str) -> None:
     ctx.term()
 
 
+def _round_trips(out, back, size: int, n: int, what: str, warm: int = 30) -> list[float]:
+    """ms of ``n`` round trips of [header, ``size`` bytes] sent on ``out``, answered on ``back``."""
+    buf = np.ones(size // 4, np.float32)
+    hdr = json.dumps({"v": 1, "kind": "data", "id": "x", "tensors": []}).encode()
+    times = []
+    for i in range(n + warm):
+        t0 = time.perf_counter()
+        out.send_multipart([hdr, buf], copy=False)
+        if not back.poll(20_000):
+            raise RuntimeError(f"{what} did not answer within 20 s")
+        back.recv_multipart(copy=False)
+        if i >= warm:
+            times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def raw_hops(sizes: list[int], curve: bool, n: int = 300) -> dict[int, float]:
     """One-way loopback hop (RTT/2, p50 ms) for [json header, buffer] of each size."""
     import zmq
@@ -104,18 +120,8 @@ def raw_hops(sizes: list[int], curve: bool, n: int = 300) -> dict[int, float]:
         push.connect(a)
         out = {}
         for size in sizes:
-            buf = np.ones(size // 4, np.float32)
-            hdr = json.dumps({"v": 1, "kind": "data", "id": "x", "tensors": []}).encode()
-            times = []
-            for i in range(n + 20):
-                t0 = time.perf_counter()
-                push.send_multipart([hdr, buf], copy=False)
-                if not pull.poll(10_000):
-                    raise RuntimeError("raw echo did not answer within 10 s")
-                pull.recv_multipart(copy=False)
-                if i >= 20:
-                    times.append((time.perf_counter() - t0) * 1000 / 2)
-            out[size] = float(np.percentile(times, 50))
+            times = _round_trips(push, pull, size, n, "the raw echo")
+            out[size] = float(np.percentile(times, 50)) / 2
         push.send_multipart([b"stop"])
         proc.wait(10)
         return out
@@ -304,17 +310,7 @@ def raw_pipeline(
     try:
         _curve_client(dealer, kd, "gateway")
         dealer.connect(addr[0])
-        buf = np.ones(in_bytes // 4, np.float32)
-        hdr = json.dumps({"v": 1, "kind": "infer", "id": "x", "tensors": []}).encode()
-        times = []
-        for i in range(n + 30):
-            t0 = time.perf_counter()
-            dealer.send_multipart([hdr, buf], copy=False)
-            if not dealer.poll(20_000):
-                raise RuntimeError("the raw pipeline did not answer within 20 s")
-            dealer.recv_multipart(copy=False)
-            if i >= 30:
-                times.append((time.perf_counter() - t0) * 1000)
+        times = _round_trips(dealer, dealer, in_bytes, n, "the raw pipeline")
         dealer.send_multipart([b"stop"])
         for proc in procs:
             proc.wait(10)

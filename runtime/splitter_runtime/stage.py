@@ -216,16 +216,10 @@ class StageServer:
     def _serve_one(self, frames: list[zmq.Frame]) -> None:
         """The unbatched hot path: decode, run, send; the same outcomes as queue + process."""
         received = time.perf_counter()
-        try:
-            msg = self._decode(frames)
-        except WireError as exc:
-            self._rejected(exc, received)
-            if self._queue:
+        msg = self._data_or_queue(frames, received)
+        if msg is None:
+            if self._queue:  # an error to pass on
                 self._process()
-            return
-        if msg.kind == "error":
-            self._queue.append(_Item(msg.id, received, error=msg.error))
-            self._process()
             return
         t0 = time.perf_counter()
         try:
@@ -243,26 +237,30 @@ class StageServer:
         if not self._send(frames, msg.id):
             self.stats.count("served", -1)  # it was lost downstream after all (counted failed)
 
-    def _rejected(self, exc: WireError, now: float) -> None:
-        self.stats.count("rejected")
-        log.warning("stage %s: rejected a message: %s", self.cfg.name, exc.message)
-        if exc.req_id is not None:
-            err = {"stage": self.cfg.name, "cause": exc.cause, "fix": exc.fix or ""}
-            self._queue.append(_Item(exc.req_id, now, error=err))
-        else:
-            log.warning("stage %s: ...and it named no request id to answer", self.cfg.name)
-
     def _accept(self, frames: list[zmq.Frame]) -> None:
         now = time.perf_counter()
+        msg = self._data_or_queue(frames, now)
+        if msg is not None:
+            self._queue.append(_Item(msg.id, now, tensors=msg.tensors))
+
+    def _data_or_queue(self, frames: list[zmq.Frame], now: float) -> wire.Message | None:
+        """The data message in ``frames``; an error (received, or found in it) is queued
+        instead, to travel down under its request id."""
         try:
             msg = self._decode(frames)
         except WireError as exc:
-            self._rejected(exc, now)
-            return
+            self.stats.count("rejected")
+            log.warning("stage %s: rejected a message: %s", self.cfg.name, exc.message)
+            if exc.req_id is not None:
+                err = {"stage": self.cfg.name, "cause": exc.cause, "fix": exc.fix or ""}
+                self._queue.append(_Item(exc.req_id, now, error=err))
+            else:
+                log.warning("stage %s: ...and it named no request id to answer", self.cfg.name)
+            return None
         if msg.kind == "error":
             self._queue.append(_Item(msg.id, now, error=msg.error))
-        else:
-            self._queue.append(_Item(msg.id, now, tensors=msg.tensors))
+            return None
+        return msg
 
     def _process(self) -> None:
         first = self._queue.popleft()
