@@ -154,7 +154,10 @@ def gateway_endpoint(record: dict[str, Any]) -> dict[str, str]:
 
 
 def client(name: str | None = None, timeout_s: float = 30.0) -> tuple[dict[str, Any], Any]:
-    """The record of a deployment (named, only or latest) and a Client to its gateway."""
+    """The record of a deployment (named, only or latest) and a Client to its gateway.
+
+    It sends a request again when the pipeline failed it retryably (a stage crashed and its
+    supervisor restarts it), within the same timeout: a crash costs time, not the request."""
     from splitter_runtime.client import Client
 
     record = read_record(resolve_name(name))
@@ -164,6 +167,7 @@ def client(name: str | None = None, timeout_s: float = 30.0) -> tuple[dict[str, 
         server_key=endpoint["server_key"],
         secret_key=endpoint["secret_key"],
         timeout_s=timeout_s,
+        resubmit=True,
     )
     return record, c
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -232,6 +234,42 @@ def test_a_new_plan_replaces_the_old_stages_cleanly(flow, model_files):
     with client as c:
         (got,) = c.predict(x).values()
     np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=1e-4)
+
+
+def test_a_stage_that_crashes_on_its_device_is_restarted_and_no_request_is_lost(flow, model_files):
+    import keras
+
+    record = _record(flow, "e2e")
+    middle = record["stages"][len(record["stages"]) // 2]["name"]
+    old = _stage_pids(flow, "e2e")[middle]  # pids are global: lab devices share our pid space
+    model = keras.saving.load_model(model_files("mobilenetv2"), compile=False)
+    rng = np.random.default_rng(5)
+    xs = [rng.random((1, 96, 96, 3), dtype=np.float32) for _ in range(12)]
+    _, client = _client(flow, "e2e")  # the controller's client sends retryable failures again
+    results, failure = [], []
+    with client as c:
+        c.predict(xs[0])
+        os.kill(old, signal.SIGSTOP)  # requests pile up in flight behind it...
+
+        def stream() -> None:
+            try:
+                results.extend(next(iter(r.values())) for r in c.map(xs, window=len(xs)))
+            except Exception as exc:  # reported below
+                failure.append(exc)
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        deadline = time.monotonic() + 20
+        while c.status()["gateway"]["in_flight"] < len(xs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(old, signal.SIGKILL)  # ...and the process dies; its supervisor restarts it
+        reader.join(90)
+        resubmitted = c.resubmitted
+    assert not reader.is_alive() and not failure, failure
+    for x, got in zip(xs, results, strict=True):
+        np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=1e-4)
+    assert resubmitted >= len(xs), resubmitted  # all were in flight at the crash
+    assert _stage_pids(flow, "e2e")[middle] != old
 
 
 def test_a_stage_that_no_longer_fits_is_not_started_and_the_error_says_what_to_do(flow):

@@ -97,9 +97,12 @@ class Client:
         timeout_s: float = 30.0,
         max_in_flight: int = 64,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        resubmit: bool = False,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self.resubmit_retryable = resubmit
+        self.resubmitted = 0  # requests sent again after a retryable failure
         self.max_message_bytes = max_message_bytes
         self._pending: dict[str, PendingRequest] = {}
         self._lock = threading.Lock()
@@ -159,8 +162,8 @@ class Client:
             finally:
                 self._sync_lock.release()
             if slot is not None:
-                return slot.result()
-        return self._wait(self._submit("infer", tensors, timeout_s), timeout_s)
+                return self._settle(slot, timeout_s)
+        return self._settle(self._submit("infer", tensors, timeout_s), timeout_s)
 
     def map(
         self, batches: Iterable[Any], timeout_s: float | None = None, window: int = 16
@@ -170,9 +173,9 @@ class Client:
         for item in batches:
             inflight.append(self.submit(item, timeout_s))
             if len(inflight) >= window:
-                yield self._wait(inflight.popleft(), timeout_s)
+                yield self._settle(inflight.popleft(), timeout_s)
         while inflight:
-            yield self._wait(inflight.popleft(), timeout_s)
+            yield self._settle(inflight.popleft(), timeout_s)
 
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The gateway's view: per-stage state (up/dead/...), heartbeat ages and counters."""
@@ -351,6 +354,41 @@ class Client:
                 "-", "the client's I/O thread did not resolve the request"
             ) from None
 
+    def _settle(self, fut: Future | _DirectSlot, timeout_s: float | None) -> Any:
+        """The answer to ``fut``; with ``resubmit``, a retryable failure is sent again once
+        the pipeline serves, until the first request's deadline."""
+        while True:
+            try:
+                return self._wait(fut, timeout_s)
+            except RequestFailed as exc:
+                p = getattr(exc, "request", None)
+                if not (self.resubmit_retryable and exc.retryable and p is not None):
+                    raise
+                fut = self._again(p, exc)
+                timeout_s = p.deadline - time.monotonic()
+
+    def _again(self, p: PendingRequest, failure: RequestFailed) -> Future:
+        """Wait (within ``p``'s deadline) until the pipeline serves, then send ``p`` again."""
+        left = p.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise GatewayUnavailable("no time left")
+            self.wait_ready(timeout_s=left)
+        except GatewayUnavailable:
+            exc = RequestTimeout(
+                p.id,
+                f"the pipeline did not serve again within the request's {p.timeout_s:g} s "
+                f"after it failed ({failure.cause})",
+                failure.fix,
+                failure.stage,
+            )
+            exc.request = p  # type: ignore[attr-defined]
+            raise exc from failure
+        self.resubmitted += 1
+        log.info("client: sending %s again after: %s", p.id, failure.cause)
+        left = max(0.001, p.deadline - time.monotonic())
+        return self._submit(p.kind, p.inputs, left)
+
     def _take(self, rid: str) -> PendingRequest | None:
         with self._lock:
             return self._pending.pop(rid, None)
@@ -474,7 +512,13 @@ class Client:
             e = msg.error or {}
             self._resolve_error(
                 p,
-                RequestFailed(p.id, e.get("cause", "?"), e.get("fix") or None, e.get("stage", "")),
+                RequestFailed(
+                    p.id,
+                    e.get("cause", "?"),
+                    e.get("fix") or None,
+                    e.get("stage", ""),
+                    retryable=e.get("retryable") == "yes",
+                ),
             )
         elif msg.kind == "result":
             p.future.set_result(msg.tensors)

@@ -33,11 +33,23 @@ class WireError(RuntimeFailure):
 
 
 class RequestFailed(RuntimeFailure):
-    """The pipeline answered this request with an error (or could not answer it)."""
+    """The pipeline answered this request with an error (or could not answer it).
 
-    def __init__(self, req_id: str, cause: str, fix: str | None = None, stage: str = "") -> None:
+    ``retryable``: the request was fine and the pipeline was not (a stage died or stopped, it
+    was not serving); sending it again once the pipeline is up may succeed.
+    """
+
+    def __init__(
+        self,
+        req_id: str,
+        cause: str,
+        fix: str | None = None,
+        stage: str = "",
+        retryable: bool = False,
+    ) -> None:
         self.req_id = req_id
         self.stage = stage
+        self.retryable = retryable
         where = f" at {stage}" if stage else ""
         super().__init__(f"request {req_id} failed{where}: {cause}", fix)
 

@@ -56,6 +56,7 @@ class _StageView:
     last_beat: float | None = None
     status: dict[str, Any] | None = None
     since: float = 0.0
+    pid: int | None = None  # of the process beating: a new one means the stage restarted
 
 
 class Gateway:
@@ -164,7 +165,9 @@ class Gateway:
                     self._check_deadlines()
         finally:
             for pending_id in list(self.inflight):
-                self._fail(pending_id, "gateway", "the gateway stopped", "resubmit later")
+                self._fail(
+                    pending_id, "gateway", "the gateway stopped", "resubmit later", retryable=True
+                )
             log.info("gateway: stopped; %s", json.dumps(self.counts))
             for s in ("clients", "first", "results", "beats"):
                 if hasattr(self, s):
@@ -191,8 +194,10 @@ class Gateway:
             self.counts["undeliverable"] += 1
             log.warning("gateway: could not deliver a reply to a client: %s", exc)
 
-    def _reply_error(self, ident: bytes, req_id: str, stage: str, cause: str, fix: str) -> None:
-        self._reply(ident, wire.error_frames(req_id, stage, cause, fix))
+    def _reply_error(
+        self, ident: bytes, req_id: str, stage: str, cause: str, fix: str, retryable: bool = False
+    ) -> None:
+        self._reply(ident, wire.error_frames(req_id, stage, cause, fix, retryable))
 
     def _on_client(self, frames: list[zmq.Frame]) -> None:
         ident = frames[0].bytes
@@ -220,7 +225,9 @@ class Gateway:
                 + ", ".join(f"stage {s.name} is {s.state}" for s in down)
             )
             self.counts["rejected"] += 1
-            self._reply_error(ident, msg.id, "gateway", cause, "check `status`, retry later")
+            self._reply_error(
+                ident, msg.id, "gateway", cause, "check `status`, retry later", retryable=True
+            )
             return
         if len(self.inflight) >= self.cfg.limits.max_in_flight:
             self.counts["busy"] += 1
@@ -230,6 +237,7 @@ class Gateway:
                 "gateway",
                 f"busy: {len(self.inflight)} requests already in flight",
                 "keep fewer requests in flight, or raise limits.max_in_flight",
+                retryable=True,
             )
             return
         timeout_ms = msg.header.get("timeout_ms")
@@ -291,7 +299,12 @@ class Gateway:
             self.counts["failed"] += 1
             e = msg.error or {}
             self._reply_error(
-                p.ident, p.client_id, e.get("stage", ""), e.get("cause", ""), e.get("fix", "")
+                p.ident,
+                p.client_id,
+                e.get("stage", ""),
+                e.get("cause", ""),
+                e.get("fix", ""),
+                retryable=e.get("retryable") == "yes",
             )
             return
         self.counts["served"] += 1
@@ -306,13 +319,22 @@ class Gateway:
                 stage,
                 cause,
                 "restart the stage (or re-plan without its device), then resubmit",
+                retryable=True,
             )
 
-    def _fail(self, gid: str, stage: str, cause: str, fix: str, counter: str = "failed") -> None:
+    def _fail(
+        self,
+        gid: str,
+        stage: str,
+        cause: str,
+        fix: str,
+        counter: str = "failed",
+        retryable: bool = False,
+    ) -> None:
         p = self.inflight.pop(gid, None)
         if p is not None:
             self.counts[counter] += 1
-            self._reply_error(p.ident, p.client_id, stage, cause, fix)
+            self._reply_error(p.ident, p.client_id, stage, cause, fix, retryable)
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -362,6 +384,16 @@ class Gateway:
             return
         s.last_beat = time.monotonic()
         s.status = status
+        pid = status.get("pid")
+        if s.pid is not None and pid != s.pid and self.inflight:
+            # Restarted before it was missed: whatever the old process held is gone.
+            log.error("gateway: stage %s restarted (pid %s, was %s)", s.name, pid, s.pid)
+            self._fail_all(
+                s.name,
+                f"stage {s.name} restarted (pid {s.pid} → {pid}) while this request was in "
+                "the pipeline; what it held was lost",
+            )
+        s.pid = pid
         if state != s.state:
             log.info("gateway: stage %s is %s", s.name, state)
             self._set_state(s, state, s.last_beat)

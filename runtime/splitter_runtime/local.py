@@ -244,6 +244,15 @@ class LocalPipeline:
         """Send ``sig`` to one process (tests: simulate a crash)."""
         self.procs[name].send_signal(sig)
 
+    def restart(self, name: str, timeout_s: float = 10.0) -> None:
+        """Start one stage again from its config once its old process is gone (what a
+        supervisor does after a crash); returns without waiting for it to serve."""
+        old = self.procs[name]
+        if old.poll() is None:
+            old.wait(timeout_s)
+        self._logs.pop(name).close()
+        self._spawn(name, "splitter_runtime.stage")
+
     def stop(self, timeout_s: float = 15.0) -> dict[str, int | None]:
         """Drain and stop: the gateway first (it stops admitting and waits for what is in
         flight), then every stage (each finishes what it holds). Returns exit codes."""

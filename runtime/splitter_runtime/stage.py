@@ -429,11 +429,12 @@ class StageServer:
             router.send_multipart([ident, json.dumps(reply).encode()], zmq.NOBLOCK)
 
 
-def _error_args(err: dict[str, str]) -> dict[str, str]:
+def _error_args(err: dict[str, str]) -> dict[str, Any]:
     return {
         "stage": str(err.get("stage", "")),
         "cause": str(err.get("cause", "")),
         "fix": str(err.get("fix", "")),
+        "retryable": err.get("retryable") == "yes",
     }
 
 

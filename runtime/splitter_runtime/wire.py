@@ -185,9 +185,18 @@ def tensor_header(kind: str, req_id: str, spec_key: SpecKey, **extra: Any) -> by
     return template[0] + req_id.encode() + template[1]
 
 
-def error_frames(req_id: str, stage: str, cause: str, fix: str = "") -> list[bytes]:
-    """An error message for ``req_id``: travels down the pipeline to the gateway and client."""
-    return [header_bytes("error", req_id, error={"stage": stage, "cause": cause, "fix": fix})]
+def error_frames(
+    req_id: str, stage: str, cause: str, fix: str = "", retryable: bool = False
+) -> list[bytes]:
+    """An error message for ``req_id``: travels down the pipeline to the gateway and client.
+
+    ``retryable``: the request itself was fine and the same request may succeed once the
+    pipeline serves again (a stage died or stopped, the pipeline was not up); sent as
+    ``"retryable": "yes"`` (error values are strings)."""
+    error = {"stage": stage, "cause": cause, "fix": fix}
+    if retryable:
+        error["retryable"] = "yes"
+    return [header_bytes("error", req_id, error=error)]
 
 
 def peek_id(frames: Sequence[Any]) -> str | None:

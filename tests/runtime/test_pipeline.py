@@ -188,6 +188,61 @@ def test_a_killed_middle_stage_is_reported_and_in_flight_requests_fail(pipelines
     assert p.procs["s0"].poll() is None and p.procs["s2"].poll() is None
 
 
+@pytest.mark.parametrize("dead_after_ms", [1500, 60_000])
+def test_a_crashed_stage_that_comes_back_loses_no_request(
+    pipelines, stages3, reference, dead_after_ms
+):
+    # What a supervisor does after a crash: the same stage starts again from its config. With
+    # resubmit=True the client sends every request that failed meanwhile again, and each
+    # answer is still its own request's. At 60 s the gateway cannot have missed a heartbeat:
+    # it must tell the restart by the new pid in the beats.
+    p = pipelines(stages3, dead_after_ms=dead_after_ms)
+    xs = [image(1, 200 + i) for i in range(40)]
+    with p.client(timeout_s=50, max_in_flight=64, resubmit=True) as c:
+        c.predict(xs[0])
+        os.kill(p.procs["s1"].pid, signal.SIGSTOP)  # requests pile up in flight behind it
+        results: list = []
+        failure: list = []
+
+        def stream() -> None:
+            try:
+                results.extend(only(r) for r in c.map(xs, window=16))
+            except Exception as exc:  # reported below, not lost in the thread
+                failure.append(exc)
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        wait_for(lambda: c.status()["gateway"]["in_flight"] == 16)
+        p.kill("s1")  # a crash, no goodbye heartbeat
+        p.restart("s1")
+        reader.join(150)
+        assert not reader.is_alive() and not failure, failure
+        status = c.status()
+    assert len(results) == len(xs)
+    for x, got in zip(xs, results, strict=True):
+        np.testing.assert_allclose(got, reference(x), rtol=1e-4, atol=1e-5)
+    assert c.resubmitted >= 16  # the ones in flight at the crash were failed, then sent again
+    assert status["gateway"]["failed"] >= 16
+    assert [s["state"] for s in status["stages"]] == ["up", "up", "up"]
+
+
+def test_without_resubmit_the_crash_is_an_explicit_retryable_failure(pipelines, stages3):
+    p = pipelines(stages3, dead_after_ms=1500)
+    with p.client(timeout_s=120) as c:
+        c.predict(image())
+        os.kill(p.procs["s1"].pid, signal.SIGSTOP)
+        with pytest.raises(RequestTimeout) as late:  # its own deadline passed: not retryable
+            c.predict(image(1, 1), timeout_s=0.3)
+        assert not late.value.retryable
+        fut = c.submit(image(1, 2))
+        wait_for(lambda: c.status()["gateway"]["in_flight"] == 1)
+        p.kill("s1")
+        with pytest.raises(RequestFailed) as err:
+            fut.result(60)
+        assert err.value.retryable and err.value.stage == "s1"
+        assert err.value.request.inputs  # kept, to be sent again by hand
+
+
 def test_back_pressure_bounds_queues_and_drops_nothing(pipelines, stages3):
     limits = {"hwm": 2, "max_queue": 2, "max_in_flight": 1000}
     p = pipelines(stages3, dead_after_ms=60_000, limits=limits)
