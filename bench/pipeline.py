@@ -271,25 +271,29 @@ def raw_model_pipeline(specs, curve: bool, n: int, threads: int = 1) -> float:
         cfgs.append(str(tmp / f"s{i}.json"))
     in_bytes = int(np.prod([1 if d is None else d for d in specs[0].inputs[0].shape])) * 4
     try:
-        p50 = raw_pipeline(in_bytes, cfgs, [], curve, n)
+        p50 = raw_pipeline(in_bytes, [[c] for c in cfgs], curve, n)
         compute = [float((tmp / f"s{i}.compute").read_text()) for i in range(len(specs))]
         return p50 - sum(compute)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def raw_pipeline(
-    in_bytes: int, out_bytes: list, spin_ms: list[float], curve: bool, n: int
+def spin_pipeline(
+    in_bytes: int, out_bytes: list[int], spin_ms: list[float], curve: bool, n: int
 ) -> float:
-    """p50 ms of the raw pipeline minus its stages' spin: the floor for our overhead.
+    """p50 ms of raw stages that spin ``spin_ms`` then send ``out_bytes``, minus the spin."""
+    stages = [[str(b), str(ms * 1000)] for b, ms in zip(out_bytes, spin_ms, strict=True)]
+    return raw_pipeline(in_bytes, stages, curve, n) - sum(spin_ms)
 
-    ``out_bytes``: per stage, the bytes it sends (spinning ``spin_ms``), or the path of a
-    model stage's JSON (then ``spin_ms`` is empty and the caller subtracts the compute)."""
+
+def raw_pipeline(in_bytes: int, stages: list[list[str]], curve: bool, n: int) -> float:
+    """p50 ms of a raw pyzmq pipeline; ``stages[i]``: the ``--raw-node`` arguments that say
+    what stage i does (a model stage's JSON, or bytes to send and µs to spin)."""
     import zmq
     from splitter_runtime import keys
     from splitter_runtime.ports import free_ports
 
-    k = len(out_bytes)
+    k = len(stages)
     tmp = tempfile.mkdtemp(prefix="bench-raw-")
     names = ["gateway", *[f"s{i}" for i in range(k)]]
     keys.generate(tmp, [*names, "client"])
@@ -299,8 +303,7 @@ def raw_pipeline(
     nodes = [["gateway", kd, addr[0], addr[2], "s0", addr[1]]]
     for i in range(k):
         nxt, server = (addr[3 + i], f"s{i + 1}") if i + 1 < k else (addr[1], "gateway")
-        what = [str(out_bytes[i]), str(spin_ms[i] * 1000)] if spin_ms else [out_bytes[i]]
-        nodes.append([f"s{i}", kd, addr[2 + i], nxt, server, *what])
+        nodes.append([f"s{i}", kd, addr[2 + i], nxt, server, *stages[i]])
     procs = [
         subprocess.Popen([sys.executable, __file__, "--raw-node", *a], stdin=subprocess.DEVNULL)
         for a in nodes
@@ -314,7 +317,7 @@ def raw_pipeline(
         dealer.send_multipart([b"stop"])
         for proc in procs:
             proc.wait(10)
-        return float(np.percentile(times, 50)) - sum(spin_ms)
+        return float(np.percentile(times, 50))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -590,7 +593,7 @@ def main() -> None:
                 curve,
                 floor=lambda compute, outs=outs, curve=curve, k=k: {
                     "model": raw_model_pipeline(specs[k], curve, max(100, args.n // 3)),
-                    "spin": raw_pipeline(inp, outs, compute, curve, max(100, args.n // 3)),
+                    "spin": spin_pipeline(inp, outs, compute, curve, max(100, args.n // 3)),
                 },
             )
 

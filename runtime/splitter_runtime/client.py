@@ -370,11 +370,14 @@ class Client:
     def _again(self, p: PendingRequest, failure: RequestFailed) -> Future:
         """Wait (within ``p``'s deadline) until the pipeline serves, then send ``p`` again."""
         left = p.deadline - time.monotonic()
-        try:
-            if left <= 0:
-                raise GatewayUnavailable("no time left")
-            self.wait_ready(timeout_s=left)
-        except GatewayUnavailable:
+        serving = False
+        if left > 0:
+            try:
+                self.wait_ready(timeout_s=left)
+                serving = True
+            except GatewayUnavailable:
+                pass
+        if not serving:
             exc = RequestTimeout(
                 p.id,
                 f"the pipeline did not serve again within the request's {p.timeout_s:g} s "
@@ -517,7 +520,7 @@ class Client:
                     e.get("cause", "?"),
                     e.get("fix") or None,
                     e.get("stage", ""),
-                    retryable=e.get("retryable") == "yes",
+                    retryable=wire.is_retryable(e),
                 ),
             )
         elif msg.kind == "result":

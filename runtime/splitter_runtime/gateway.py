@@ -248,36 +248,28 @@ class Gateway:
         now = time.monotonic()
         pending = _Pending(ident, msg.id, now + timeout_ms / 1000, now, msg.spec_key, msg.frames)
         self.inflight[gid] = pending
-        if not self.waiting:  # nothing queued ahead of it: straight into the pipeline
-            try:
-                self.first.send_multipart(
-                    [wire.tensor_header("data", gid, msg.spec_key), *msg.frames],
-                    zmq.NOBLOCK,
-                    copy=False,
-                )
-                pending.frames = []
-                return
-            except zmq.Again:
-                pass  # the first stage is full: queue it
-        self.waiting.append(gid)
+        # Nothing queued ahead of it: straight into the pipeline, unless the first stage is full.
+        if self.waiting or not self._push(gid, pending):
+            self.waiting.append(gid)
+
+    def _push(self, gid: str, p: _Pending) -> bool:
+        """Hand one admitted request to the first stage; False when it is full (never blocks)."""
+        try:
+            self.first.send_multipart(
+                [wire.tensor_header("data", gid, p.spec_key), *p.frames], zmq.NOBLOCK, copy=False
+            )
+        except zmq.Again:
+            return False
+        p.frames = []
+        return True
 
     def _push_waiting(self) -> None:
         """Hand admitted requests to the first stage while it accepts them (never blocks)."""
         while self.waiting:
             gid = self.waiting[0]
             p = self.inflight.get(gid)
-            if p is None:
-                self.waiting.popleft()
-                continue
-            try:
-                self.first.send_multipart(
-                    [wire.tensor_header("data", gid, p.spec_key), *p.frames],
-                    zmq.NOBLOCK,
-                    copy=False,
-                )
-            except zmq.Again:
+            if p is not None and not self._push(gid, p):
                 return  # back-pressure: the first stage is full; retry next loop
-            p.frames = []
             self.waiting.popleft()
 
     # -- results ---------------------------------------------------------------------------
@@ -297,15 +289,7 @@ class Gateway:
             return
         if msg.kind == "error":
             self.counts["failed"] += 1
-            e = msg.error or {}
-            self._reply_error(
-                p.ident,
-                p.client_id,
-                e.get("stage", ""),
-                e.get("cause", ""),
-                e.get("fix", ""),
-                retryable=e.get("retryable") == "yes",
-            )
+            self._reply(p.ident, wire.forward_error(p.client_id, msg.error))
             return
         self.counts["served"] += 1
         self._lat.append((time.monotonic() - p.t0) * 1000)

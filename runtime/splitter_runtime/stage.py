@@ -266,7 +266,7 @@ class StageServer:
         first = self._queue.popleft()
         if first.error is not None:
             self.stats.count("forwarded_errors")
-            self._send(wire.error_frames(first.id, **_error_args(first.error)), first.id)
+            self._send(wire.forward_error(first.id, first.error), first.id)
             return
         items = [first]
         total = first.batch
@@ -327,19 +327,16 @@ class StageServer:
 
     def _send(self, frames: list[Any], req_id: str) -> bool:
         """Send downstream, waiting (bounded) while the downstream is full or absent."""
-        try:
-            self._push.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.Again:
-            pass
-        deadline = time.monotonic() + self.cfg.limits.send_timeout_ms / 1000
-        if self._drain_deadline is not None:  # draining: never wait past the drain limit
-            deadline = min(deadline, self._drain_deadline)
+        deadline: float | None = None  # set at the first refusal: the usual send costs no clock
         while True:
             try:
                 self._push.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
                 return True
             except zmq.Again:
+                if deadline is None:
+                    deadline = time.monotonic() + self.cfg.limits.send_timeout_ms / 1000
+                    if self._drain_deadline is not None:  # draining: never past its limit
+                        deadline = min(deadline, self._drain_deadline)
                 if time.monotonic() > deadline:
                     self.stats.count("failed")
                     log.error(
@@ -427,15 +424,6 @@ class StageServer:
             reply = {"error": "unknown health request", "fix": 'send {"op": "status"}'}
         with contextlib.suppress(zmq.ZMQError):  # the asker left; nothing to answer
             router.send_multipart([ident, json.dumps(reply).encode()], zmq.NOBLOCK)
-
-
-def _error_args(err: dict[str, str]) -> dict[str, Any]:
-    return {
-        "stage": str(err.get("stage", "")),
-        "cause": str(err.get("cause", "")),
-        "fix": str(err.get("fix", "")),
-        "retryable": err.get("retryable") == "yes",
-    }
 
 
 def _build(config_path: str) -> StageServer:

@@ -158,8 +158,12 @@ def encode(
         bufs.append(arr.reshape(-1).view(np.uint8) if arr.ndim else arr.reshape(1).view(np.uint8))
     if error is None and body is None:
         return [tensor_header(kind, req_id, tuple(key), **extra), *bufs]
-    specs = [{"name": n, "dtype": d, "shape": list(shape)} for n, d, shape in key]
+    specs = _spec_dicts(key)
     return [header_bytes(kind, req_id, specs, error=error, body=body, **extra), *bufs]
+
+
+def _spec_dicts(spec_key: Sequence[tuple[str, str, tuple[int, ...]]]) -> list[dict[str, Any]]:
+    return [{"name": n, "dtype": d, "shape": list(shape)} for n, d, shape in spec_key]
 
 
 _TEMPLATES: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
@@ -171,13 +175,12 @@ def tensor_header(kind: str, req_id: str, spec_key: SpecKey, **extra: Any) -> by
     ``extra`` values must be hashable (ints, strings). An id that JSON would have to escape
     never reaches a template (it gets ``header_bytes``, whose JSON is always valid).
     """
+    if not _ID.fullmatch(req_id):
+        return header_bytes(kind, req_id, _spec_dicts(spec_key), **extra)
     cache_key = (kind, spec_key, tuple(extra.items()))
     template = _TEMPLATES.get(cache_key)
-    if template is None or not _ID.fullmatch(req_id):
-        specs = [{"name": n, "dtype": d, "shape": list(shape)} for n, d, shape in spec_key]
-        if not _ID.fullmatch(req_id):
-            return header_bytes(kind, req_id, specs, **extra)
-        whole = header_bytes(kind, "@", specs, **extra)
+    if template is None:
+        whole = header_bytes(kind, "@", _spec_dicts(spec_key), **extra)
         cut = whole.index(_ID_KEY + b'@"') + len(_ID_KEY)
         if len(_TEMPLATES) >= CACHE_LIMIT:
             _TEMPLATES.clear()
@@ -197,6 +200,23 @@ def error_frames(
     if retryable:
         error["retryable"] = "yes"
     return [header_bytes("error", req_id, error=error)]
+
+
+def is_retryable(error: Mapping[str, str] | None) -> bool:
+    """Whether a received error object says the same request may succeed later."""
+    return bool(error) and error.get("retryable") == "yes"
+
+
+def forward_error(req_id: str, error: Mapping[str, str] | None) -> list[bytes]:
+    """A received error passed on under ``req_id`` unchanged (stage, cause, fix, retryable)."""
+    error = error or {}
+    return error_frames(
+        req_id,
+        str(error.get("stage", "")),
+        str(error.get("cause", "")),
+        str(error.get("fix", "")),
+        is_retryable(error),
+    )
 
 
 def peek_id(frames: Sequence[Any]) -> str | None:
